@@ -1,0 +1,11 @@
+module github.com/isolated-workers/worker
+
+go 1.26.0
+
+require (
+	github.com/Microsoft/go-winio v0.6.4
+	github.com/fxamacker/cbor/v2 v2.9.6
+	golang.org/x/sys v0.49.0
+)
+
+require github.com/x448/float16 v0.8.4 // indirect
