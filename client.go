@@ -1,0 +1,432 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/isolated-workers/worker/internal/wire"
+)
+
+// Client is the host's end of one connection to a worker: it sends
+// requests, multiplexed on the connection and paired with their replies by
+// transaction id. It works over any net.Conn whose other end is served by a
+// Server (or by a TypeScript worker). A Client is safe for concurrent use.
+//
+// A Client does not own a process; Spawn returns a *Worker, which does.
+type Client struct {
+	cfg   *hostConfig
+	codec *codec
+	conn  net.Conn
+	rd    *wire.Reader
+	peer  peerInfo
+	wsem  chan struct{} // holds the right to write a frame
+
+	mu      sync.Mutex
+	pending map[string]*call
+	err     error // why the connection ended; nil while it is up
+
+	readDone chan struct{}
+}
+
+// call is one request waiting for its reply.
+type call struct {
+	ctx  context.Context
+	typ  string
+	out  any        // where a result is decoded; nil to drop it
+	done chan error // receives the outcome exactly once
+}
+
+var calls = sync.Pool{New: func() any { return &call{done: make(chan error, 1)} }}
+
+// NewClient runs the handshake on conn (unless opts.BaseProtocol is set)
+// and returns a Client that owns conn. The handshake is bounded by ctx; a
+// peer that speaks only the base protocol, such as a TypeScript worker, is
+// detected and served without the extensions.
+func NewClient(ctx context.Context, conn net.Conn, opts *Options) (*Client, error) {
+	return newClient(ctx, conn, opts.resolve(), "", "")
+}
+
+func newClient(ctx context.Context, conn net.Conn, cfg *hostConfig, secret, id string) (*Client, error) {
+	c := &Client{cfg: cfg, codec: newCodec(cfg.ser, cfg.max), conn: conn,
+		wsem: make(chan struct{}, 1), pending: make(map[string]*call), readDone: make(chan struct{})}
+	var rest []byte
+	if !cfg.base {
+		var err error
+		if c.peer, rest, err = handshake(ctx, conn, cfg.ser, secret, id, cfg.max); err != nil {
+			conn.Close()
+			return nil, err
+		}
+	} else {
+		c.peer.keepAlive = true
+	}
+	c.rd = wire.NewReader(conn, c.codec.term, cfg.max)
+	c.rd.Prime(rest)
+	go c.readLoop()
+	return c, nil
+}
+
+// Close fails the calls in flight with ErrClosed and closes the connection.
+// It does not stop the worker. It is idempotent.
+func (c *Client) Close() error {
+	c.fail(ErrClosed)
+	<-c.readDone
+	return nil
+}
+
+// Done returns a channel that is closed when the connection has ended.
+func (c *Client) Done() <-chan struct{} { return c.readDone }
+
+// Err returns why the connection ended, or nil while it is up.
+func (c *Client) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+func (c *Client) invoke(ctx context.Context, typ string, payload, out any) error {
+	var tx string
+	return c.send(ctx, typ, payload, out, &tx)
+}
+
+// send makes one call. *tx is generated when empty and kept, so that a
+// retry sends the same transaction id.
+func (c *Client) send(ctx context.Context, typ string, payload, out any, tx *string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	pbuf := getBuf()
+	defer putBuf(pbuf)
+	p, err := c.cfg.ser.AppendPayload((*pbuf)[:0], payload)
+	if err != nil {
+		return fmt.Errorf("worker: %s: encoding payload: %w", typ, err)
+	}
+	*pbuf = p
+	deadline, timeout := c.deadline(ctx, typ)
+	m := Message{Kind: KindRequest, Type: typ, Tx: *tx, Payload: p, ser: c.cfg.ser}
+	if c.peer.deadline {
+		m.Deadline = deadline
+	}
+	if m.Tx == "" {
+		m.Tx = c.cfg.tx(&m)
+		*tx = m.Tx
+	}
+	if err := runMiddleware(ctx, c.cfg.mw, Outgoing, &m); err != nil {
+		return err
+	}
+	fbuf := getBuf()
+	defer putBuf(fbuf)
+	frame, err := c.codec.frameMessage((*fbuf)[:0], &m)
+	*fbuf = frame
+	if err != nil {
+		return err
+	}
+
+	cl := calls.Get().(*call)
+	cl.ctx, cl.typ, cl.out = ctx, typ, out
+	if err := c.register(m.Tx, cl); err != nil {
+		c.release(cl)
+		return err
+	}
+	if err := c.write(ctx, frame, deadline); err != nil {
+		if c.forget(m.Tx) {
+			c.release(cl)
+			return err
+		}
+		return c.wait(cl) // the connection failed and answered the call
+	}
+
+	var expired <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		expired = t.C
+	}
+	select {
+	case err := <-cl.done:
+		c.release(cl)
+		return err
+	case <-ctx.Done():
+		return c.abandon(cl, m.Tx, context.Cause(ctx))
+	case <-expired:
+		return c.abandon(cl, m.Tx, fmt.Errorf("worker: %s: timed out after %v: %w", typ, timeout, context.DeadlineExceeded))
+	}
+}
+
+// deadline returns the call's effective deadline and, when Options.Timeout
+// makes it earlier than ctx's, the duration of that timeout.
+func (c *Client) deadline(ctx context.Context, typ string) (time.Time, time.Duration) {
+	d, _ := ctx.Deadline()
+	timeout := c.cfg.timeout
+	if t, ok := c.cfg.timeouts[typ]; ok {
+		timeout = t
+	}
+	if timeout <= 0 {
+		return d, 0
+	}
+	if t := time.Now().Add(timeout); d.IsZero() || t.Before(d) {
+		return t, timeout
+	}
+	return d, 0
+}
+
+// abandon gives up on a call whose context ended: a late reply is dropped
+// quietly, and a worker that can is told to cancel the handler.
+func (c *Client) abandon(cl *call, tx string, cause error) error {
+	if !c.forget(tx) {
+		return c.wait(cl) // the reply won the race; it is being delivered
+	}
+	c.release(cl)
+	if c.peer.cancel {
+		go c.sendCancel(tx)
+	}
+	return cause
+}
+
+func (c *Client) wait(cl *call) error {
+	err := <-cl.done
+	c.release(cl)
+	return err
+}
+
+func (c *Client) release(cl *call) {
+	cl.ctx, cl.out = nil, nil
+	calls.Put(cl)
+}
+
+func (c *Client) register(tx string, cl *call) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return c.err
+	}
+	if _, dup := c.pending[tx]; dup {
+		return fmt.Errorf("worker: transaction id %q is already in flight", tx)
+	}
+	c.pending[tx] = cl
+	return nil
+}
+
+// forget removes a call from the pending set; it reports false if the call
+// was not there, in which case its outcome is on the way to cl.done.
+func (c *Client) forget(tx string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.pending[tx]; !ok {
+		return false
+	}
+	delete(c.pending, tx)
+	return true
+}
+
+// take removes and returns the call of tx.
+func (c *Client) take(tx []byte) *call {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cl := c.pending[string(tx)]
+	if cl != nil {
+		delete(c.pending, string(tx))
+	}
+	return cl
+}
+
+// write writes one whole frame. Waiting for the right to write respects
+// ctx; the write itself is bounded by the call's deadline. A write cut in
+// the middle of a frame breaks the stream, so it fails the connection.
+func (c *Client) write(ctx context.Context, frame []byte, deadline time.Time) error {
+	select {
+	case c.wsem <- struct{}{}:
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+	defer func() { <-c.wsem }()
+	if !deadline.IsZero() {
+		c.conn.SetWriteDeadline(deadline)
+		defer c.conn.SetWriteDeadline(time.Time{})
+	}
+	n, err := c.conn.Write(frame)
+	if err == nil {
+		return nil
+	}
+	var ne net.Error
+	if n > 0 || !errors.As(err, &ne) || !ne.Timeout() {
+		c.fail(fmt.Errorf("worker: writing to the worker: %w", err))
+	}
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	return fmt.Errorf("worker: writing to the worker: %w", err)
+}
+
+// sendCancel tells the worker to cancel the handler of tx.
+func (c *Client) sendCancel(tx string) {
+	payload, _ := c.cfg.ser.AppendPayload(nil, &cancelPayload{Tx: tx})
+	frame, err := c.codec.frame(nil, typeCancel, newUUID(), payload, 0)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = c.write(ctx, frame, time.Now().Add(time.Second))
+	}
+}
+
+type cancelPayload struct {
+	Tx string `json:"tx" cbor:"tx"`
+}
+
+// fail ends the connection: every pending call gets err, later calls too.
+func (c *Client) fail(err error) {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.err = err
+	pending := c.pending
+	c.pending = make(map[string]*call)
+	c.mu.Unlock()
+	c.conn.Close()
+	for _, cl := range pending {
+		cl.done <- err
+	}
+}
+
+func (c *Client) readLoop() {
+	defer close(c.readDone)
+	var e wire.Envelope
+	for {
+		frame, err := c.rd.Next()
+		if err != nil {
+			c.fail(fmt.Errorf("worker: connection lost: %w", err))
+			return
+		}
+		if err := c.codec.parse(frame, &e); err != nil {
+			c.fail(err)
+			return
+		}
+		cl := c.take(e.Tx)
+		if cl == nil && string(e.Type) == typeProtocolError {
+			var ep ErrorPayload
+			_ = c.cfg.ser.DecodePayload(e.Payload, &ep)
+			c.fail(fmt.Errorf("%w: the worker closed the connection: %s", ErrProtocol, ep.Message))
+			return
+		}
+		if cl == nil {
+			c.cfg.log.warn("dropping a reply to an unknown transaction", "type", string(e.Type), "tx", string(e.Tx))
+			continue
+		}
+		cl.done <- c.deliver(cl, &e)
+	}
+}
+
+// deliver decodes a reply into its call and returns the call's outcome.
+func (c *Client) deliver(cl *call, e *wire.Envelope) error {
+	kind, ok := replyKind(e.Type, cl.typ)
+	if len(c.cfg.mw) > 0 {
+		m := c.codec.message(kind, e)
+		if err := runMiddleware(cl.ctx, c.cfg.mw, Incoming, m); err != nil {
+			return err
+		}
+		kind, ok = replyKind([]byte(m.Type), cl.typ)
+		e = &wire.Envelope{Type: []byte(m.Type), Tx: []byte(m.Tx), Payload: m.Payload}
+	}
+	switch {
+	case !ok:
+		return fmt.Errorf("%w: reply of type %q to a %q request", ErrProtocol, e.Type, cl.typ)
+	case kind == KindError:
+		var ep ErrorPayload
+		if e.Payload == nil {
+			ep.Message = "(the error reply has no payload)"
+		} else if err := c.cfg.ser.DecodePayload(e.Payload, &ep); err != nil {
+			return fmt.Errorf("%w: undecodable error reply to %q: %v", ErrProtocol, cl.typ, err)
+		}
+		return &RemoteError{Type: cl.typ, Name: ep.Name, Message: ep.Message, Code: ep.Code, Stack: ep.Stack}
+	case cl.out != nil && e.Payload != nil:
+		if err := c.cfg.ser.DecodePayload(e.Payload, cl.out); err != nil {
+			return fmt.Errorf("worker: %s: decoding the result: %w", cl.typ, err)
+		}
+	}
+	return nil
+}
+
+// replyKind classifies a reply to a request of type req: the protocol pairs
+// them by tx, and the reply's type must be req+"Result" or req+"Error".
+func replyKind(typ []byte, req string) (Kind, bool) {
+	if len(typ) <= len(req) || string(typ[:len(req)]) != req {
+		return 0, false
+	}
+	switch string(typ[len(req):]) {
+	case "Result":
+		return KindResult, true
+	case "Error":
+		return KindError, true
+	}
+	return 0, false
+}
+
+func runMiddleware(ctx context.Context, mw []Middleware, dir Direction, m *Message) (err error) {
+	for i, f := range mw {
+		if err = safeMiddleware(ctx, f, dir, m); err != nil {
+			return fmt.Errorf("worker: %s middleware %d on %q: %w", dir, i, m.Type, err)
+		}
+	}
+	return nil
+}
+
+func safeMiddleware(ctx context.Context, f Middleware, dir Direction, m *Message) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v", r)
+		}
+	}()
+	return f(ctx, dir, m)
+}
+
+var bufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+func getBuf() *[]byte { return bufs.Get().(*[]byte) }
+
+func putBuf(b *[]byte) {
+	if cap(*b) <= maxPooled {
+		bufs.Put(b)
+	}
+}
+
+// hostConfig is Options with the defaults applied.
+type hostConfig struct {
+	ser         Serializer
+	mw          []Middleware
+	tx          func(*Message) string
+	log         *logger
+	timeout     time.Duration
+	timeouts    map[string]time.Duration
+	startup     time.Duration
+	hostConnect time.Duration
+	connect     Retry
+	grace       time.Duration
+	crash       CrashPolicy
+	detached    bool
+	socketPath  string
+	max         int
+	base        bool
+}
+
+func (o *Options) resolve() *hostConfig {
+	if o == nil {
+		o = &Options{}
+	}
+	c := &hostConfig{
+		ser: orDefault[Serializer](o.Serializer, JSON{}), mw: o.Middleware, tx: o.NewTx,
+		log: newLogger(o.Logger, o.LogLevel), timeout: o.Timeout, timeouts: o.Timeouts,
+		startup: orDefault(o.StartupTimeout, DefaultStartupTimeout), hostConnect: orDefault(o.HostConnectTimeout, DefaultHostConnectTimeout),
+		connect: o.Connect, grace: orDefault(o.GracePeriod, DefaultGracePeriod), crash: o.OnCrash,
+		detached: o.Detached, socketPath: o.SocketPath, max: orDefault(o.MaxMessageSize, DefaultMaxMessageSize), base: o.BaseProtocol,
+	}
+	if c.tx == nil {
+		c.tx = func(*Message) string { return newUUID() }
+	}
+	return c
+}
+

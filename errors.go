@@ -1,0 +1,205 @@
+package worker
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+var (
+	// ErrClosed is returned by calls on a Client or Worker that was closed,
+	// and by calls that were pending when it was closed.
+	ErrClosed = errors.New("worker: closed")
+
+	// ErrCrashed matches (with errors.Is) every *CrashError: the worker
+	// process died or its connection was lost without being asked to.
+	ErrCrashed = errors.New("worker: crashed")
+
+	// ErrUnknownMessage matches the error reply to a message type the worker
+	// has no handler for.
+	ErrUnknownMessage = errors.New("worker: unknown message type")
+
+	// ErrTooLarge is returned by a call whose request exceeds the maximum
+	// message size. Nothing was sent; the connection stays usable.
+	ErrTooLarge = errors.New("worker: message too large")
+
+	// ErrSerializerMismatch is returned when the host and the worker were
+	// configured with different serializers.
+	ErrSerializerMismatch = errors.New("worker: serializer mismatch")
+
+	// ErrNotKeepAlive is returned by Disconnect and Reconnect on a worker
+	// whose disconnect behaviour is shutdown: it would exit when the
+	// connection closes.
+	ErrNotKeepAlive = errors.New("worker: the worker exits when its host disconnects (it is not keep-alive)")
+
+	// ErrNotConnected is returned by calls made while the host is
+	// disconnected from a keep-alive worker.
+	ErrNotConnected = errors.New("worker: not connected")
+
+	// ErrProtocol matches errors caused by a peer that broke the protocol:
+	// a frame that cannot be parsed, a reply of the wrong shape. The
+	// connection is closed, since the stream can no longer be trusted.
+	ErrProtocol = errors.New("worker: protocol error")
+
+	// ErrUnauthorized is returned when the worker refused the host's
+	// credentials (wrong secret, other user, other worker identity).
+	ErrUnauthorized = errors.New("worker: unauthorized")
+)
+
+// Codes that the library itself puts on error replies.
+const (
+	CodeUnknownMessage = "E_UNKNOWN_MESSAGE"
+	CodeBadPayload     = "E_BAD_PAYLOAD"
+	CodePanic          = "E_PANIC"
+	CodeMiddleware     = "E_MIDDLEWARE"
+	CodeShuttingDown   = "E_SHUTTING_DOWN"
+	CodeDuplicateTx    = "E_DUPLICATE_TX"
+	CodeTooLarge       = "E_TOO_LARGE"
+	CodeCanceled       = "E_CANCELED"
+)
+
+// unknownPrefix is the message of the TypeScript worker's unknown-type reply.
+const unknownPrefix = "Unknown message type: "
+
+// CodeError is an error with a stable code. Declare sentinel errors as
+// CodeErrors in the package that holds the contract; when a handler returns
+// one (or an error that wraps one), the caller's *RemoteError matches it
+// with errors.Is, since both carry the same code:
+//
+//	var ErrNotFound = worker.NewError("E_NOT_FOUND", "not found")
+//
+//	// worker:  return Reply{}, fmt.Errorf("user %q: %w", id, ErrNotFound)
+//	// host:    errors.Is(err, ErrNotFound) == true
+//
+// Any error type with a method ErrorCode() string takes part the same way.
+type CodeError struct {
+	Code    string
+	Message string
+}
+
+// NewError returns a *CodeError with the given code and message.
+func NewError(code, message string) *CodeError { return &CodeError{Code: code, Message: message} }
+
+func (e *CodeError) Error() string { return e.Message }
+
+// ErrorCode returns e.Code.
+func (e *CodeError) ErrorCode() string { return e.Code }
+
+// RemoteError is a handler's error as the caller receives it. It keeps the
+// message, name, code and stack that the worker sent.
+type RemoteError struct {
+	// Type is the message type of the failed call (empty on the worker side).
+	Type    string
+	Name    string
+	Message string
+	Code    string
+	Stack   string
+}
+
+func (e *RemoteError) Error() string {
+	var b strings.Builder
+	b.WriteString("worker: ")
+	if e.Type != "" {
+		b.WriteString(e.Type)
+		b.WriteString(": ")
+	}
+	if e.Name != "" && e.Name != "Error" {
+		b.WriteString(e.Name)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Message)
+	if e.Code != "" {
+		fmt.Fprintf(&b, " [%s]", e.Code)
+	}
+	return b.String()
+}
+
+// ErrorCode returns e.Code, so that a RemoteError forwarded by a handler
+// keeps its code.
+func (e *RemoteError) ErrorCode() string { return e.Code }
+
+// Is reports whether target is an error with the same code (see CodeError),
+// or ErrUnknownMessage for an unknown-type reply.
+func (e *RemoteError) Is(target error) bool {
+	if target == ErrUnknownMessage {
+		return e.Code == CodeUnknownMessage || strings.HasPrefix(e.Message, unknownPrefix)
+	}
+	if c, ok := target.(interface{ ErrorCode() string }); ok && e.Code != "" {
+		return c.ErrorCode() == e.Code
+	}
+	return false
+}
+
+func (e *RemoteError) payload() ErrorPayload {
+	return ErrorPayload{Message: e.Message, Name: e.Name, Stack: e.Stack, Code: e.Code}
+}
+
+// toErrorPayload turns a handler's error into what travels on the wire.
+func toErrorPayload(err error) ErrorPayload {
+	var re *RemoteError
+	if errors.As(err, &re) && re.Message == err.Error() {
+		return re.payload()
+	}
+	p := ErrorPayload{Message: err.Error(), Name: "Error"}
+	var c interface{ ErrorCode() string }
+	if errors.As(err, &c) {
+		p.Code = c.ErrorCode()
+	}
+	if re != nil {
+		p.Name, p.Stack = re.Name, re.Stack
+		if p.Code == "" {
+			p.Code = re.Code
+		}
+	}
+	return p
+}
+
+// CrashError reports a worker process that died, or a connection that was
+// lost, while the host did not ask for it. It matches ErrCrashed.
+type CrashError struct {
+	// Type is the message type of the failed call; empty for a failed spawn.
+	Type string
+	// Attempt is the attempt that failed, counting from 1; MaxAttempts is
+	// the number the restart policy allowed for this message type.
+	Attempt, MaxAttempts int
+	// Pid is the process that died, 0 if unknown.
+	Pid int
+	// ExitCode is the process's exit code, or -1 when it was killed by a
+	// signal, is still running, or is unknown.
+	ExitCode int
+	// Signal names the signal that killed the process, if one did.
+	Signal string
+	// Stderr is the tail of what the worker wrote to its standard error.
+	Stderr string
+	// Err is what the host observed: the process exit, a lost connection.
+	Err error
+}
+
+func (e *CrashError) Error() string {
+	var b strings.Builder
+	b.WriteString("worker: ")
+	if e.Type != "" {
+		fmt.Fprintf(&b, "call %q failed (attempt %d of %d): ", e.Type, e.Attempt, e.MaxAttempts)
+	}
+	switch {
+	case e.Signal != "":
+		fmt.Fprintf(&b, "worker process %d was killed by signal %s", e.Pid, e.Signal)
+	case e.ExitCode >= 0:
+		fmt.Fprintf(&b, "worker process %d exited with code %d", e.Pid, e.ExitCode)
+	default:
+		fmt.Fprintf(&b, "lost the worker")
+		if e.Err != nil {
+			fmt.Fprintf(&b, ": %v", e.Err)
+		}
+	}
+	if s := strings.TrimSpace(e.Stderr); s != "" {
+		fmt.Fprintf(&b, "; stderr: %s", s)
+	}
+	return b.String()
+}
+
+// Unwrap returns e.Err.
+func (e *CrashError) Unwrap() error { return e.Err }
+
+// Is reports whether target is ErrCrashed.
+func (e *CrashError) Is(target error) bool { return target == ErrCrashed }

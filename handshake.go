@@ -1,0 +1,184 @@
+package worker
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"time"
+
+	"github.com/isolated-workers/worker/internal/wire"
+)
+
+// The library's own message types. A TypeScript worker answers them with
+// "Unknown message type", which is how a host learns that the peer speaks
+// only the base protocol.
+const (
+	typeHello    = reservedPrefix + "hello"    // handshake, always one JSON line each way
+	typeCancel   = reservedPrefix + "cancel"   // host -> worker: cancel the handler of a tx; no reply
+	typeShutdown = reservedPrefix + "shutdown" // host -> worker: drain and exit; replied to
+)
+
+// helloPrefix starts every handshake request: a worker recognises the
+// handshake by these bytes whatever its serializer, since no length-prefixed
+// frame under 2 GiB starts with '{'.
+const helloPrefix = `{"type":"` + typeHello + `"`
+
+const protocolVersion = 1
+
+// Capabilities a Go worker announces in its hello reply.
+const (
+	capCancel   = "cancel"
+	capDeadline = "deadline"
+	capShutdown = "shutdown"
+)
+
+// Codes of handshake failures.
+const (
+	codeUnauthorized = "E_UNAUTHORIZED"
+	codeMismatch     = "E_SERIALIZER_MISMATCH"
+)
+
+type helloRequest struct {
+	Protocol     int      `json:"protocol"`
+	Serializer   string   `json:"serializer"`
+	Secret       string   `json:"secret,omitempty"`
+	ID           string   `json:"id,omitempty"` // the worker identity the host expects; empty: any
+	Capabilities []string `json:"capabilities"`
+}
+
+type helloReply struct {
+	Protocol     int      `json:"protocol"`
+	Serializer   string   `json:"serializer"`
+	ID           string   `json:"id,omitempty"`
+	Pid          int      `json:"pid"`
+	KeepAlive    bool     `json:"keepAlive"`
+	Capabilities []string `json:"capabilities"`
+}
+
+// peerInfo is what the handshake taught the host about its worker.
+type peerInfo struct {
+	extended  bool // answered the handshake; false for a base-protocol peer
+	id        string
+	pid       int
+	keepAlive bool
+	cancel    bool
+	deadline  bool
+	shutdown  bool
+}
+
+// handshake runs the host's side of the handshake on conn and returns what
+// it learned, plus any bytes read past the reply.
+func handshake(ctx context.Context, conn net.Conn, ser Serializer, secret, id string, max int) (peerInfo, []byte, error) {
+	if d, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(d)
+		defer conn.SetDeadline(time.Time{})
+	}
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	tx := newUUID()
+	payload, _ := json.Marshal(helloRequest{Protocol: protocolVersion, Serializer: ser.Name(),
+		Secret: secret, ID: id, Capabilities: []string{capCancel, capDeadline, capShutdown}})
+	line := append(wire.AppendJSON(nil, typeHello, tx, payload, 0), '\n')
+	if _, err := conn.Write(line); err != nil {
+		return peerInfo{}, nil, handshakeErr(ctx, err)
+	}
+	rd := wire.NewReader(conn, newline, max)
+	frame, err := rd.Next()
+	if err != nil {
+		return peerInfo{}, nil, handshakeErr(ctx, err)
+	}
+	var e wire.Envelope
+	if err := wire.ParseJSON(frame, &e); err != nil || string(e.Tx) != tx {
+		return peerInfo{}, nil, fmt.Errorf("%w: unexpected handshake reply %.200q", ErrProtocol, frame)
+	}
+	rest := append([]byte(nil), rd.Buffered()...)
+	switch string(e.Type) {
+	case typeHello + "Result":
+		var r helloReply
+		if err := json.Unmarshal(e.Payload, &r); err != nil {
+			return peerInfo{}, nil, fmt.Errorf("%w: bad handshake reply: %v", ErrProtocol, err)
+		}
+		p := peerInfo{extended: true, id: r.ID, pid: r.Pid, keepAlive: r.KeepAlive}
+		for _, c := range r.Capabilities {
+			switch c {
+			case capCancel:
+				p.cancel = true
+			case capDeadline:
+				p.deadline = true
+			case capShutdown:
+				p.shutdown = true
+			}
+		}
+		return p, rest, nil
+	case typeHello + "Error":
+		var ep ErrorPayload
+		_ = json.Unmarshal(e.Payload, &ep)
+		re := &RemoteError{Type: typeHello, Name: ep.Name, Message: ep.Message, Code: ep.Code}
+		switch {
+		case errors.Is(re, ErrUnknownMessage):
+			// A base-protocol peer (the TypeScript library): it keeps
+			// listening after a disconnect, so it is keep-alive.
+			return peerInfo{keepAlive: true}, rest, nil
+		case ep.Code == codeUnauthorized:
+			return peerInfo{}, nil, fmt.Errorf("%w: %s", ErrUnauthorized, ep.Message)
+		case ep.Code == codeMismatch:
+			return peerInfo{}, nil, fmt.Errorf("%w: %s", ErrSerializerMismatch, ep.Message)
+		}
+		return peerInfo{}, nil, fmt.Errorf("worker: handshake refused: %w", re)
+	}
+	return peerInfo{}, nil, fmt.Errorf("%w: unexpected handshake reply type %q", ErrProtocol, e.Type)
+}
+
+func handshakeErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("worker: handshake: %w", context.Cause(ctx))
+	}
+	return fmt.Errorf("worker: handshake: %w", err)
+}
+
+// verifyHello checks a host's hello on the worker side; it returns the
+// error code and message to refuse it with, or "" to accept.
+func verifyHello(h *helloRequest, ser Serializer, secret, id string) (code, msg string) {
+	switch {
+	case secret != "" && subtle.ConstantTimeCompare([]byte(h.Secret), []byte(secret)) != 1:
+		return codeUnauthorized, "the host did not present this worker's secret"
+	case h.ID != "" && h.ID != id:
+		return codeUnauthorized, fmt.Sprintf("this is worker %q, not %q", id, h.ID)
+	case h.Serializer != ser.Name():
+		return codeMismatch, fmt.Sprintf("host uses %s, worker uses %s; configure the same serializer on both sides", h.Serializer, ser.Name())
+	}
+	return "", ""
+}
+
+// newUUID returns a random UUID version 4. It draws from math/rand/v2's
+// ChaCha8-based global source, which is seeded from the OS and needs no
+// system call per id.
+func newUUID() string {
+	var u [16]byte
+	binary.LittleEndian.PutUint64(u[:8], rand.Uint64())
+	binary.LittleEndian.PutUint64(u[8:], rand.Uint64())
+	u[6] = u[6]&0x0f | 0x40
+	u[8] = u[8]&0x3f | 0x80
+	var s [36]byte
+	hex.Encode(s[0:8], u[0:4])
+	s[8] = '-'
+	hex.Encode(s[9:13], u[4:6])
+	s[13] = '-'
+	hex.Encode(s[14:18], u[6:8])
+	s[18] = '-'
+	hex.Encode(s[19:23], u[8:10])
+	s[23] = '-'
+	hex.Encode(s[24:], u[10:])
+	return string(s[:])
+}
+
+// typeProtocolError is sent by a worker to an extended host, with an empty
+// tx, right before it closes a connection whose stream it cannot trust.
+const typeProtocolError = reservedPrefix + "protocolError"

@@ -1,0 +1,161 @@
+// Package wire holds the byte-level parts of the protocol: framing of a byte
+// stream into messages, the JSON envelope codec of the TypeScript
+// isolated-workers protocol, and the process startup data.
+//
+// Nothing here knows about processes or connections' owners; it works on
+// io.Reader and byte slices so that it can be fuzzed in isolation.
+package wire
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// ErrTooLarge reports a frame longer than the reader's limit. After it the
+// stream cannot be trusted any more and must be closed.
+var ErrTooLarge = errors.New("message exceeds the maximum message size")
+
+// LengthPrefixSize is the size of the big-endian length that starts each frame
+// of a serializer without a terminator.
+const LengthPrefixSize = 4
+
+// Reader splits a byte stream into frames. A frame ends at Term when Term is
+// not empty, and is otherwise preceded by a 4-byte big-endian length.
+// Frames are returned as slices of an internal buffer that stay valid until
+// the next call to Next.
+//
+// Reader never holds more than Max+len(Term) bytes of one frame (plus one
+// read's worth of the next), however long the incoming frame claims to be.
+type Reader struct {
+	r    io.Reader
+	term []byte
+	max  int
+
+	buf        []byte
+	start, end int // unread bytes are buf[start:end]
+	scanned    int // bytes of buf[start:end] already searched for term
+}
+
+// NewReader returns a Reader of frames from r. max bounds the size of one
+// frame (without its terminator or length prefix).
+func NewReader(r io.Reader, term []byte, max int) *Reader {
+	return &Reader{r: r, term: term, max: max, buf: make([]byte, 4096)}
+}
+
+// Buffered reports the bytes read from the stream but not yet returned.
+func (r *Reader) Buffered() []byte { return r.buf[r.start:r.end] }
+
+// Next returns the next frame. With a terminator, frames made only of white
+// space are skipped (the TypeScript peer ignores blank lines). At the end of
+// the stream it returns io.EOF, or io.ErrUnexpectedEOF if a frame was cut.
+func (r *Reader) Next() ([]byte, error) {
+	if len(r.term) == 0 {
+		return r.nextPrefixed()
+	}
+	for {
+		f, err := r.nextTerminated()
+		if err != nil || len(bytes.TrimSpace(f)) > 0 {
+			return f, err
+		}
+	}
+}
+
+func (r *Reader) nextTerminated() ([]byte, error) {
+	for {
+		from := r.start + r.scanned
+		if i := bytes.Index(r.buf[from:r.end], r.term); i >= 0 {
+			f := r.buf[r.start : from+i]
+			r.start = from + i + len(r.term)
+			r.scanned = 0
+			if len(f) > r.max {
+				return nil, fmt.Errorf("%w (%d bytes, limit %d)", ErrTooLarge, len(f), r.max)
+			}
+			return f, nil
+		}
+		// Keep the last len(term)-1 bytes unscanned: a terminator may straddle reads.
+		r.scanned = max(0, r.end-r.start-len(r.term)+1)
+		if r.end-r.start > r.max+len(r.term) {
+			return nil, fmt.Errorf("%w (more than %d bytes without a terminator)", ErrTooLarge, r.max)
+		}
+		if err := r.fill(r.end - r.start + 1); err != nil {
+			return nil, err
+		}
+	}
+}
+
+func (r *Reader) nextPrefixed() ([]byte, error) {
+	if err := r.need(LengthPrefixSize); err != nil {
+		return nil, err
+	}
+	n := binary.BigEndian.Uint32(r.buf[r.start:])
+	if uint64(n) > uint64(r.max) {
+		return nil, fmt.Errorf("%w (%d bytes, limit %d)", ErrTooLarge, n, r.max)
+	}
+	if err := r.need(LengthPrefixSize + int(n)); err != nil {
+		return nil, err
+	}
+	f := r.buf[r.start+LengthPrefixSize : r.start+LengthPrefixSize+int(n)]
+	r.start += LengthPrefixSize + int(n)
+	return f, nil
+}
+
+// need makes sure that n unread bytes are buffered.
+func (r *Reader) need(n int) error {
+	for r.end-r.start < n {
+		if err := r.fill(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fill reads at least once, first making room for want unread bytes.
+func (r *Reader) fill(want int) error {
+	if r.start == r.end {
+		r.start, r.end, r.scanned = 0, 0, 0
+	}
+	if len(r.buf)-r.start < want || r.end == len(r.buf) {
+		unread := r.end - r.start
+		if want > len(r.buf) || unread == len(r.buf) {
+			// Grow geometrically, so a large frame costs O(size) copies in all.
+			nb := make([]byte, max(want, 2*len(r.buf)))
+			copy(nb, r.buf[r.start:r.end])
+			r.buf = nb
+		} else {
+			copy(r.buf, r.buf[r.start:r.end])
+		}
+		r.start, r.end = 0, unread
+	}
+	n, err := r.r.Read(r.buf[r.end:])
+	r.end += n
+	if n > 0 {
+		return nil
+	}
+	if err == io.EOF && r.end > r.start {
+		return io.ErrUnexpectedEOF
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return err
+}
+
+// AppendPrefix reserves room for a length prefix at the end of dst; call
+// PutPrefix once the frame's body has been appended after it.
+func AppendPrefix(dst []byte) []byte { return append(dst, 0, 0, 0, 0) }
+
+// PutPrefix writes the length of frame[at+4:] into the prefix reserved at at.
+func PutPrefix(frame []byte, at int) {
+	binary.BigEndian.PutUint32(frame[at:], uint32(len(frame)-at-LengthPrefixSize))
+}
+
+// Prime makes b the first bytes that Next reads, before the stream's own.
+func (r *Reader) Prime(b []byte) {
+	if len(b) > len(r.buf) {
+		r.buf = make([]byte, len(b))
+	}
+	r.start, r.end, r.scanned = 0, copy(r.buf, b), 0
+}

@@ -1,0 +1,85 @@
+package worker_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+)
+
+// runWithLeakChecks runs the tests with TMPDIR pointing at a fresh
+// directory, then fails the run if any goroutine, child process or socket
+// file outlived them.
+func runWithLeakChecks(m *testing.M) int {
+	tmp, err := os.MkdirTemp("", "iw-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(tmp)
+	os.Setenv("TMPDIR", tmp)
+	code := m.Run()
+	if code != 0 {
+		return code
+	}
+	var problems []string
+	// Leaked resources are released by goroutines that may still be
+	// finishing; poll with a deadline, as goleak does.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		problems = problems[:0]
+		if g := leakedGoroutines(); len(g) > 0 {
+			problems = append(problems, "goroutines:\n"+strings.Join(g, "\n\n"))
+		}
+		if c := children(); len(c) > 0 {
+			problems = append(problems, fmt.Sprintf("child processes: %v", c))
+		}
+		if f := leftovers(tmp); len(f) > 0 {
+			problems = append(problems, "files left in TMPDIR: "+strings.Join(f, ", "))
+		}
+		if len(problems) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(problems) > 0 {
+		fmt.Fprintln(os.Stderr, "LEAK CHECK FAILED:\n"+strings.Join(problems, "\n"))
+		return 1
+	}
+	fmt.Fprintln(os.Stderr, "leak check: no goroutine, child process or socket file left behind")
+	return 0
+}
+
+func leftovers(dir string) []string {
+	var out []string
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if p != dir && err == nil {
+			out = append(out, strings.TrimPrefix(p, dir))
+		}
+		return nil
+	})
+	sort.Strings(out)
+	return out
+}
+
+// leakedGoroutines lists the goroutines that are not the runtime's or the
+// testing package's own.
+func leakedGoroutines() []string {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var out []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "runWithLeakChecks") || strings.Contains(g, "testing.(*M).") ||
+			strings.Contains(g, "testing.tRunner") && strings.Contains(g, "testing.(*T).Run") ||
+			strings.Contains(g, "os/signal.signal_recv") || strings.Contains(g, "runtime.ensureSigM") ||
+			strings.Contains(g, "created by runtime") || strings.TrimSpace(g) == "" {
+			continue
+		}
+		out = append(out, g)
+	}
+	return out
+}

@@ -1,0 +1,28 @@
+package worker
+
+import (
+	"fmt"
+	"net"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// checkPeer refuses a connection from another user: SO_PEERCRED tells
+// the uid of the process at the other end of a Unix socket.
+func checkPeer(conn net.Conn) error {
+	return withFD(conn, func(fd int) error {
+		cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+		if err != nil {
+			return fmt.Errorf("reading the peer's credentials: %w", err)
+		}
+		return sameUser(int(cred.Uid))
+	})
+}
+
+func sameUser(uid int) error {
+	if uid != os.Geteuid() {
+		return fmt.Errorf("%w: the peer runs as uid %d, this worker as uid %d", ErrUnauthorized, uid, os.Geteuid())
+	}
+	return nil
+}

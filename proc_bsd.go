@@ -1,0 +1,21 @@
+//go:build unix && !linux
+
+package worker
+
+import (
+	"os/exec"
+	"syscall"
+)
+
+// prepareOS has nothing to add outside Linux: there is no parent-death
+// signal, so a worker watches its lifeline pipe instead.
+func prepareOS(*syscall.SysProcAttr, bool) {}
+
+func startProcess(cmd *exec.Cmd) (*process, error) {
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &process{cmd: cmd, pid: cmd.Process.Pid, exited: make(chan struct{})}
+	go p.wait()
+	return p, nil
+}

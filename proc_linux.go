@@ -1,0 +1,41 @@
+package worker
+
+import (
+	"os/exec"
+	"runtime"
+	"syscall"
+)
+
+// prepareOS asks Linux to send SIGTERM to a non-detached worker when its
+// host dies, however it dies.
+func prepareOS(a *syscall.SysProcAttr, detached bool) {
+	if !detached {
+		a.Pdeathsig = syscall.SIGTERM
+	} else {
+		a.Pdeathsig = 0
+	}
+}
+
+// startProcess starts cmd and waits for it on the same locked OS thread.
+// The parent-death signal fires when the *thread* that forked the child
+// exits, not the process (golang/go#27505); a thread locked by a goroutine
+// that stays alive as long as the child cannot be retired by the runtime,
+// so the signal only comes when the host really dies.
+func startProcess(cmd *exec.Cmd) (*process, error) {
+	started := make(chan error, 1)
+	p := &process{cmd: cmd, exited: make(chan struct{})}
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		err := cmd.Start()
+		started <- err
+		if err == nil {
+			p.wait()
+		}
+	}()
+	if err := <-started; err != nil {
+		return nil, err
+	}
+	p.pid = cmd.Process.Pid
+	return p, nil
+}

@@ -1,0 +1,70 @@
+//go:build unix
+
+package worker
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"syscall"
+)
+
+// prepare sets the process attributes of a worker: its own process group,
+// so that stopping it reaches its children too, or for a detached worker
+// its own session, so that it outlives the host and its terminal.
+func prepare(cmd *exec.Cmd, detached bool) {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	a := cmd.SysProcAttr
+	if detached {
+		a.Setsid, a.Setpgid = true, false
+	} else if !a.Setsid {
+		a.Setpgid = true
+	}
+	prepareOS(a, detached)
+}
+
+// inheritPipes passes the ready pipe and the lifeline to the worker and
+// returns their descriptor numbers there.
+func inheritPipes(cmd *exec.Cmd, readyW, lifeR *os.File) (readyFD, lifeFD int) {
+	readyFD = 3 + len(cmd.ExtraFiles)
+	cmd.ExtraFiles = append(cmd.ExtraFiles, readyW)
+	if lifeR != nil {
+		lifeFD = 3 + len(cmd.ExtraFiles)
+		cmd.ExtraFiles = append(cmd.ExtraFiles, lifeR)
+	}
+	return readyFD, lifeFD
+}
+
+// terminate asks the worker's process group to stop.
+func terminate(pid int) error { return signalGroup(pid, syscall.SIGTERM) }
+
+// kill kills the worker's process group.
+func kill(pid int) error { return signalGroup(pid, syscall.SIGKILL) }
+
+func signalGroup(pid int, sig syscall.Signal) error {
+	if pid <= 0 {
+		return errors.New("worker: no process")
+	}
+	if err := syscall.Kill(-pid, sig); err == nil {
+		return nil
+	}
+	return syscall.Kill(pid, sig)
+}
+
+// alive reports whether a process with this pid exists.
+func alive(pid int) bool {
+	return pid > 0 && syscall.Kill(pid, 0) != syscall.ESRCH
+}
+
+// exitDetail returns the exit code and the name of the killing signal.
+func exitDetail(st *os.ProcessState) (code int, signal string) {
+	if st == nil {
+		return -1, ""
+	}
+	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return -1, ws.Signal().String()
+	}
+	return st.ExitCode(), ""
+}

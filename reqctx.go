@@ -1,0 +1,80 @@
+package worker
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// request is one request being handled, and also its handler's context:
+// one allocation for both. The context's Done channel is made only if the
+// handler asks for it, and its deadline is the caller's.
+type request struct {
+	parent   context.Context
+	deadline time.Time
+	timer    *time.Timer
+
+	mu   sync.Mutex
+	done chan struct{}
+	err  error
+
+	tx      string
+	h       *handler
+	payload *[]byte // a copy of the payload, nil when the request had none
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+func (r *request) Deadline() (time.Time, bool) { return r.deadline, !r.deadline.IsZero() }
+
+func (r *request) Done() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.done == nil {
+		if r.err != nil {
+			return closedChan
+		}
+		r.done = make(chan struct{})
+	}
+	return r.done
+}
+
+func (r *request) Err() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.err
+}
+
+func (r *request) Value(key any) any { return r.parent.Value(key) }
+
+// cancel ends the context with err (context.Canceled or
+// context.DeadlineExceeded); later calls do nothing.
+func (r *request) cancel(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.err != nil {
+		return
+	}
+	r.err = err
+	if r.done != nil {
+		close(r.done)
+	}
+	if r.timer != nil {
+		r.timer.Stop()
+	}
+}
+
+// startDeadline arms the deadline; it must be called before the handler runs.
+func (r *request) startDeadline() {
+	if r.deadline.IsZero() {
+		return
+	}
+	d := time.Until(r.deadline)
+	if d <= 0 {
+		r.cancel(context.DeadlineExceeded)
+		return
+	}
+	r.timer = time.AfterFunc(d, func() { r.cancel(context.DeadlineExceeded) })
+}
+
+func (r *request) String() string { return "worker.request(" + r.tx + ")" }

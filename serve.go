@@ -1,0 +1,212 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/isolated-workers/worker/internal/wire"
+)
+
+// ErrNotWorker is returned by Serve in a process that was not started as
+// a worker: the startup environment variables are missing.
+var ErrNotWorker = errors.New("worker: this process was not started as a worker (" + wire.EnvStartupData + " is not set)")
+
+// Serve runs this process as the worker that a host started: it reads the
+// startup data from the environment, listens on the address it names, and
+// serves s to the host that connects. It returns nil after a graceful stop:
+// the host asked, or disconnected (unless s is KeepAlive), or SIGTERM or
+// SIGINT arrived, or ctx ended; in each case in-flight handlers are drained
+// for up to the drain timeout first. It also stops, promptly, when the host
+// process dies, unless the worker was detached. It removes its socket file
+// on the way out.
+//
+// It returns ErrNotWorker when the startup data is missing, and an error
+// wrapping ErrSerializerMismatch when the host uses another serializer.
+func Serve(ctx context.Context, s *Server) error {
+	d, ok, err := wire.ParseStartup(os.Getenv)
+	if !ok {
+		return ErrNotWorker
+	}
+	if err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	if d.Serializer != "" && d.Serializer != s.cfg.ser.Name() {
+		return fmt.Errorf("%w: the host uses %s, this worker uses %s; configure the same serializer on both sides",
+			ErrSerializerMismatch, d.Serializer, s.cfg.ser.Name())
+	}
+	// The secret is not for the worker's own children.
+	for _, k := range []string{wire.EnvStartupData, wire.EnvSocketPath, wire.EnvServerConnectTimeout, wire.EnvSerializer} {
+		os.Unsetenv(k)
+	}
+	s.secret, s.id = d.Secret, d.ID
+	ln, err := listen(d.SocketPath)
+	if err != nil {
+		return fmt.Errorf("worker: listening on %s: %w", d.SocketPath, err)
+	}
+	if d.ReadyFD > 0 {
+		if f := os.NewFile(uintptr(d.ReadyFD), "ready"); f != nil {
+			f.Write([]byte{1})
+			f.Close()
+		}
+	}
+	return s.serveListener(ctx, ln, d)
+}
+
+// Main turns this process into a worker if a host started it as one:
+// it serves s (see Serve) and exits, with status 0 after a graceful stop
+// and 1, after printing the error to stderr, otherwise. In a process that
+// was not started as a worker, Main returns at once, so that one binary can
+// be both the host and its worker:
+//
+//	func main() {
+//		worker.Main(newServer()) // returns only in the host
+//		...
+//	}
+func Main(s *Server) {
+	if _, ok, _ := wire.ParseStartup(os.Getenv); !ok {
+		return
+	}
+	if err := Serve(context.Background(), s); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// serveListener accepts hosts on ln until it is time to stop.
+func (s *Server) serveListener(ctx context.Context, ln net.Listener, d wire.StartupData) error {
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+
+	parent := os.Getppid()
+	hostGone := make(chan struct{})
+	var goneOnce sync.Once
+	gone := func() { goneOnce.Do(func() { close(hostGone) }) }
+	if d.LifeFD > 0 && !d.Detached {
+		watchLifeline(d.LifeFD, gone)
+	}
+
+	conns := make(chan net.Conn)
+	acceptErr := make(chan error, 1)
+	quit := make(chan struct{})
+	go acceptLoop(ln, conns, acceptErr, quit)
+
+	connectTimeout := s.cfg.hostConnect
+	if connectTimeout == 0 {
+		connectTimeout = time.Duration(d.ServerConnectTimeout) * time.Millisecond
+	}
+	var firstHost <-chan time.Time
+	if connectTimeout > 0 {
+		t := time.NewTimer(connectTimeout)
+		defer t.Stop()
+		firstHost = t.C
+	}
+
+	var wg sync.WaitGroup
+	sessionEnded := make(chan struct{}, 1)
+	active := 0
+	abandon := false // the host is dead: do not wait for handlers
+	defer func() {
+		ln.Close() // removes the socket file
+		close(quit)
+		for range acceptErr {
+		}
+		if !abandon {
+			wg.Wait()
+		}
+	}()
+	for {
+		select {
+		case conn, ok := <-conns:
+			if !ok {
+				return nil
+			}
+			firstHost = nil
+			if err := checkPeer(conn); err != nil {
+				s.cfg.log.warn("refused a connection", "err", err)
+				conn.Close()
+				continue
+			}
+			active++
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := s.ServeConn(ctx, conn); err != nil && ctx.Err() == nil {
+					s.cfg.log.info("host connection ended", "err", err)
+				}
+				sessionEnded <- struct{}{}
+			}()
+		case <-sessionEnded:
+			active--
+			if active == 0 && !s.cfg.keepAlive && s.hadHost() {
+				return s.drain()
+			}
+		case <-firstHost:
+			s.cfg.log.warn("no host connected in time; exiting", "timeout", connectTimeout)
+			return nil
+		case err := <-acceptErr:
+			return fmt.Errorf("worker: accepting connections: %w", err)
+		case <-s.drained:
+			return s.drain()
+		case sig := <-sigs:
+			if !d.Detached && os.Getppid() != parent {
+				abandon = true
+				return nil // the parent-death signal: nobody is left to drain for
+			}
+			s.cfg.log.info("stopping on signal", "signal", sig.String())
+			return s.drain()
+		case <-hostGone:
+			s.cfg.log.info("the host died; exiting")
+			stop(errors.New("the host died"))
+			abandon = true
+			return nil
+		case <-ctx.Done():
+			return s.drain()
+		}
+	}
+}
+
+// hadHost reports whether any host has been served: until then, an ended
+// session (a refused or failed connection) does not stop a worker.
+func (s *Server) hadHost() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.served
+}
+
+func (s *Server) drain() error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.drain)
+	defer cancel()
+	s.Shutdown(ctx)
+	return nil
+}
+
+func acceptLoop(ln net.Listener, conns chan<- net.Conn, errs chan<- error, quit <-chan struct{}) {
+	defer close(errs)
+	defer close(conns)
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				errs <- err
+			}
+			return
+		}
+		select {
+		case conns <- conn:
+		case <-quit:
+			conn.Close()
+			return
+		}
+	}
+}

@@ -1,0 +1,536 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/isolated-workers/worker/internal/wire"
+)
+
+// maxInFlight bounds the handlers running for one connection. Past it the
+// worker stops reading, so a host that floods it is slowed down by the
+// socket instead of growing the worker's memory.
+const maxInFlight = 1024
+
+// Server is the worker's side: a set of handlers, served on connections
+// from hosts. Register handlers with Handle before serving. Serve and Main
+// run a Server as a worker process; ServeConn serves any net.Conn.
+type Server struct {
+	cfg      serverConfig
+	handlers atomic.Pointer[map[string]*handler]
+	regMu    sync.Mutex
+
+	// Set by Serve from the startup data; empty when serving a bare conn.
+	secret, id string
+
+	mu       sync.Mutex
+	served   bool // a host completed a connection
+	sessions map[*session]struct{}
+	draining bool
+	drained  chan struct{} // closed when a shutdown has begun
+}
+
+type handler struct {
+	name, result, errType string
+	void                  bool
+	run                   func(ctx context.Context, ser Serializer, payload []byte) (any, error)
+}
+
+type serverConfig struct {
+	ser         Serializer
+	mw          []Middleware
+	log         *logger
+	keepAlive   bool
+	hostConnect time.Duration
+	drain       time.Duration
+	max         int
+}
+
+// NewServer returns a Server with no handlers. A nil opts means defaults.
+func NewServer(opts *ServerOptions) *Server {
+	if opts == nil {
+		opts = &ServerOptions{}
+	}
+	s := &Server{
+		cfg: serverConfig{
+			ser: orDefault[Serializer](opts.Serializer, JSON{}), mw: opts.Middleware,
+			log: newLogger(opts.Logger, opts.LogLevel), keepAlive: opts.KeepAlive,
+			hostConnect: opts.HostConnectTimeout, drain: orDefault(opts.DrainTimeout, DefaultDrainTimeout),
+			max: orDefault(opts.MaxMessageSize, DefaultMaxMessageSize),
+		},
+		sessions: make(map[*session]struct{}),
+		drained:  make(chan struct{}),
+	}
+	s.handlers.Store(&map[string]*handler{})
+	return s
+}
+
+func (s *Server) register(name string, void bool, run func(context.Context, Serializer, []byte) (any, error)) {
+	s.regMu.Lock()
+	defer s.regMu.Unlock()
+	old := *s.handlers.Load()
+	m := make(map[string]*handler, len(old)+1)
+	for k, v := range old {
+		m[k] = v
+	}
+	m[name] = &handler{name: name, result: name + "Result", errType: name + "Error", void: void, run: run}
+	s.handlers.Store(&m)
+}
+
+// ServeConn serves requests arriving on conn until the peer closes it, ctx
+// ends, or the server shuts down; then it cancels the handlers still
+// running, waits for them to return, closes conn and returns. It returns
+// nil when the peer closed the connection or the server shut down.
+func (s *Server) ServeConn(ctx context.Context, conn net.Conn) error {
+	ss := &session{s: s, conn: conn, codec: newCodec(s.cfg.ser, s.cfg.max),
+		active: make(map[string]*request), slots: make(chan struct{}, maxInFlight), ctx: ctx}
+	if !s.add(ss) {
+		conn.Close()
+		return nil
+	}
+	defer s.remove(ss)
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	err := ss.serve()
+	ss.end(context.Canceled)
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	return err
+}
+
+func (s *Server) add(ss *session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		return false
+	}
+	s.sessions[ss] = struct{}{}
+	return true
+}
+
+func (s *Server) remove(ss *session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.sessions, ss)
+}
+
+// Shutdown stops the server gracefully: requests that arrive from now on
+// get an error reply (code E_SHUTTING_DOWN), handlers in flight may finish
+// until ctx ends, after which their contexts are cancelled. Then it closes
+// every connection and returns, with ctx's error if it had to cancel.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if !s.draining {
+		s.draining = true
+		close(s.drained)
+	}
+	sessions := make([]*session, 0, len(s.sessions))
+	for ss := range s.sessions {
+		sessions = append(sessions, ss)
+	}
+	s.mu.Unlock()
+
+	idle := make(chan struct{})
+	go func() {
+		for _, ss := range sessions {
+			ss.wg.Wait()
+		}
+		close(idle)
+	}()
+	var err error
+	select {
+	case <-idle:
+	case <-ctx.Done():
+		err = context.Cause(ctx)
+		for _, ss := range sessions {
+			ss.cancelAll(context.Canceled)
+		}
+		<-idle
+	}
+	for _, ss := range sessions {
+		ss.conn.Close()
+	}
+	return err
+}
+
+// session is one connection being served.
+type session struct {
+	s     *Server
+	conn  net.Conn
+	codec *codec
+	rd    *wire.Reader
+	ctx   context.Context
+	slots chan struct{}
+	wg    sync.WaitGroup
+	wmu   sync.Mutex
+	peer  bool // the host completed the handshake and knows the extensions
+
+	mu     sync.Mutex
+	active map[string]*request
+	closed bool
+}
+
+// serve reads requests until the connection ends.
+func (ss *session) serve() error {
+	first, err := ss.greet()
+	if err != nil {
+		return err
+	}
+	ss.s.mu.Lock()
+	ss.s.served = true
+	ss.s.mu.Unlock()
+	ss.rd = wire.NewReader(ss.conn, ss.codec.term, ss.s.cfg.max)
+	ss.rd.Prime(first)
+	var e wire.Envelope
+	for {
+		ss.slots <- struct{}{}
+		frame, err := ss.rd.Next()
+		if err != nil {
+			<-ss.slots
+			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			ss.protocolError(err)
+			return fmt.Errorf("worker: reading from the host: %w", err)
+		}
+		if err := ss.codec.parse(frame, &e); err != nil {
+			<-ss.slots
+			ss.protocolError(err)
+			return err
+		}
+		if !ss.dispatch(&e) {
+			<-ss.slots
+		}
+	}
+}
+
+// greet handles the optional handshake. It returns the bytes already read
+// that belong to the request stream.
+func (ss *session) greet() ([]byte, error) {
+	head, isHello, err := peekHello(ss.conn)
+	if err != nil {
+		return nil, err
+	}
+	if !isHello {
+		if ss.s.secret != "" {
+			ss.s.cfg.log.warn("refused a connection that did not present the secret")
+			return nil, fmt.Errorf("%w: the host did not authenticate", ErrUnauthorized)
+		}
+		return head, nil
+	}
+	jr := wire.NewReader(ss.conn, newline, 64<<10)
+	jr.Prime(head)
+	line, err := jr.Next()
+	if err != nil {
+		return nil, fmt.Errorf("worker: reading the handshake: %w", err)
+	}
+	var e wire.Envelope
+	var h helloRequest
+	if err := wire.ParseJSON(line, &e); err != nil {
+		return nil, fmt.Errorf("%w: bad handshake: %v", ErrProtocol, err)
+	}
+	if err := json.Unmarshal(e.Payload, &h); err != nil {
+		return nil, fmt.Errorf("%w: bad handshake payload: %v", ErrProtocol, err)
+	}
+	if code, msg := verifyHello(&h, ss.s.cfg.ser, ss.s.secret, ss.s.id); code != "" {
+		ss.s.cfg.log.warn("refused a host", "reason", msg)
+		p, _ := json.Marshal(ErrorPayload{Message: msg, Name: "HandshakeError", Code: code})
+		ss.conn.Write(append(wire.AppendJSON(nil, typeHello+"Error", string(e.Tx), p, 0), '\n'))
+		if code == codeUnauthorized {
+			return nil, fmt.Errorf("%w: %s", ErrUnauthorized, msg)
+		}
+		return nil, fmt.Errorf("%w: %s", ErrSerializerMismatch, msg)
+	}
+	p, _ := json.Marshal(helloReply{Protocol: protocolVersion, Serializer: ss.s.cfg.ser.Name(), ID: ss.s.id,
+		Pid: pid, KeepAlive: ss.s.cfg.keepAlive, Capabilities: []string{capCancel, capDeadline, capShutdown}})
+	if _, err := ss.conn.Write(append(wire.AppendJSON(nil, typeHello+"Result", string(e.Tx), p, 0), '\n')); err != nil {
+		return nil, fmt.Errorf("worker: answering the handshake: %w", err)
+	}
+	ss.peer = true
+	return append([]byte(nil), jr.Buffered()...), nil
+}
+
+// peekHello reads just enough of the stream to tell whether it starts with
+// the handshake, whatever the serializer.
+func peekHello(r io.Reader) (head []byte, isHello bool, err error) {
+	buf := make([]byte, len(helloPrefix))
+	n := 0
+	for n < len(buf) {
+		k, err := r.Read(buf[n:])
+		n += k
+		if string(buf[:n]) != helloPrefix[:n] {
+			return buf[:n], false, nil
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) && n == 0 {
+				return nil, false, nil
+			}
+			return nil, false, err
+		}
+	}
+	return buf, true, nil
+}
+
+// dispatch starts the handling of one parsed request. It reports whether a
+// handler goroutine took over the in-flight slot.
+func (ss *session) dispatch(e *wire.Envelope) bool {
+	tx := string(e.Tx)
+	if len(e.Type) == 0 {
+		ss.replyError(nil, tx, "Error", &RemoteError{Name: "ProtocolError", Message: "message without a type", Code: CodeBadPayload})
+		return false
+	}
+	switch string(e.Type) {
+	case typeCancel:
+		ss.cancelTx(e)
+		return false
+	case typeShutdown:
+		go ss.shutdownRequested(tx)
+		return false
+	}
+	h := (*ss.s.handlers.Load())[string(e.Type)]
+	if h == nil {
+		ss.replyError(nil, tx, string(e.Type)+"Error", &RemoteError{Name: "Error",
+			Message: unknownPrefix + string(e.Type), Code: CodeUnknownMessage})
+		return false
+	}
+	r := &request{parent: ss.ctx, tx: tx, h: h}
+	if ss.peer {
+		r.deadline = fromUnixMilli(e.Deadline)
+	}
+	if e.Payload != nil {
+		r.payload = getBuf()
+		*r.payload = append((*r.payload)[:0], e.Payload...)
+	}
+	if err := ss.begin(r); err != nil {
+		ss.release(r)
+		ss.replyError(nil, tx, h.errType, err)
+		return false
+	}
+	go ss.run(r)
+	return true
+}
+
+// begin registers r as active, refusing duplicates and requests that
+// arrive during a shutdown.
+func (ss *session) begin(r *request) error {
+	ss.s.mu.Lock()
+	draining := ss.s.draining
+	ss.s.mu.Unlock()
+	if draining {
+		return &RemoteError{Name: "Error", Message: "the worker is shutting down", Code: CodeShuttingDown}
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.closed {
+		return &RemoteError{Name: "Error", Message: "the connection is closing", Code: CodeShuttingDown}
+	}
+	if _, dup := ss.active[r.tx]; dup {
+		return &RemoteError{Name: "Error", Message: fmt.Sprintf("transaction id %q is already in flight", r.tx), Code: CodeDuplicateTx}
+	}
+	ss.active[r.tx] = r
+	ss.wg.Add(1)
+	r.startDeadline()
+	return nil
+}
+
+func (ss *session) run(r *request) {
+	defer func() {
+		ss.mu.Lock()
+		delete(ss.active, r.tx)
+		ss.mu.Unlock()
+		r.cancel(context.Canceled)
+		<-ss.slots
+		ss.wg.Done()
+	}()
+	h, ser := r.h, ss.codec.ser
+	var payload []byte
+	if r.payload != nil {
+		payload = *r.payload
+	}
+	m := Message{Kind: KindRequest, Type: h.name, Tx: r.tx, Payload: payload, Deadline: r.deadline, ser: ser}
+	if err := runMiddleware(r, ss.s.cfg.mw, Incoming, &m); err != nil {
+		ss.release(r)
+		ss.replyError(r, r.tx, h.errType, &RemoteError{Name: "MiddlewareError", Message: err.Error(), Code: CodeMiddleware})
+		return
+	}
+	res, err := safeRun(r, h, ser, m.Payload)
+	ss.release(r)
+	if err != nil {
+		ss.replyError(r, r.tx, h.errType, err)
+		return
+	}
+	ss.reply(r, r.tx, h.result, res, h.void)
+}
+
+func (ss *session) release(r *request) {
+	if r.payload != nil {
+		putBuf(r.payload)
+		r.payload = nil
+	}
+}
+
+func safeRun(ctx context.Context, h *handler, ser Serializer, payload []byte) (res any, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = &RemoteError{Name: "Panic", Message: fmt.Sprintf("panic in handler %q: %v", h.name, p),
+				Code: CodePanic, Stack: string(debug.Stack())}
+		}
+	}()
+	return h.run(ctx, ser, payload)
+}
+
+// reply sends a result. An encoding failure becomes an error reply, so the
+// caller always hears back.
+func (ss *session) reply(ctx context.Context, tx, typ string, res any, void bool) {
+	var payload []byte
+	pbuf := getBuf()
+	defer putBuf(pbuf)
+	if !void {
+		p, err := ss.codec.ser.AppendPayload((*pbuf)[:0], res)
+		if err != nil {
+			ss.replyError(ctx, tx, typ[:len(typ)-len("Result")]+"Error", &RemoteError{Name: "EncodeError",
+				Message: fmt.Sprintf("encoding the result: %v", err), Code: CodeBadPayload})
+			return
+		}
+		*pbuf, payload = p, p
+	}
+	ss.send(ctx, KindResult, tx, typ, payload)
+}
+
+func (ss *session) replyError(ctx context.Context, tx, typ string, err error) {
+	if ctx == nil {
+		ctx = ss.ctx
+	}
+	ep := toErrorPayload(err)
+	p, _ := ss.codec.ser.AppendPayload(nil, &ep)
+	ss.send(ctx, KindError, tx, typ, p)
+}
+
+// send runs the outgoing middleware and writes one reply.
+func (ss *session) send(ctx context.Context, kind Kind, tx, typ string, payload []byte) {
+	m := Message{Kind: kind, Type: typ, Tx: tx, Payload: payload, ser: ss.codec.ser}
+	if err := runMiddleware(ctx, ss.s.cfg.mw, Outgoing, &m); err != nil {
+		if kind == KindError {
+			ss.s.cfg.log.warn("outgoing middleware failed on an error reply; sending it unchanged", "tx", tx, "err", err)
+		} else {
+			ss.replyError(ctx, tx, typ[:len(typ)-len("Result")]+"Error", &RemoteError{Name: "MiddlewareError", Message: err.Error(), Code: CodeMiddleware})
+			return
+		}
+	}
+	fbuf := getBuf()
+	defer putBuf(fbuf)
+	frame, err := ss.codec.frameMessage((*fbuf)[:0], &m)
+	*fbuf = frame
+	if errors.Is(err, ErrTooLarge) && kind == KindResult {
+		ss.replyError(ctx, tx, typ[:len(typ)-len("Result")]+"Error", &RemoteError{Name: "Error", Message: err.Error(), Code: CodeTooLarge})
+		return
+	}
+	if err != nil {
+		ss.s.cfg.log.warn("cannot encode a reply", "tx", tx, "type", typ, "err", err)
+		return
+	}
+	ss.wmu.Lock()
+	defer ss.wmu.Unlock()
+	if _, err := ss.conn.Write(frame); err != nil {
+		ss.conn.Close() // a broken write breaks the stream; the reader ends the session
+	}
+}
+
+// protocolError tells an extended host why the connection is being closed.
+func (ss *session) protocolError(err error) {
+	ss.s.cfg.log.warn("closing the connection: the host broke the protocol", "err", err)
+	if !ss.peer {
+		return
+	}
+	ep := ErrorPayload{Message: err.Error(), Name: "ProtocolError"}
+	p, _ := ss.codec.ser.AppendPayload(nil, &ep)
+	if frame, ferr := ss.codec.frame(nil, typeProtocolError, "", p, 0); ferr == nil {
+		ss.wmu.Lock()
+		ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		ss.conn.Write(frame)
+		ss.wmu.Unlock()
+	}
+}
+
+func (ss *session) cancelTx(e *wire.Envelope) {
+	var p cancelPayload
+	if e.Payload == nil || ss.codec.ser.DecodePayload(e.Payload, &p) != nil {
+		return
+	}
+	ss.mu.Lock()
+	r := ss.active[p.Tx]
+	ss.mu.Unlock()
+	if r != nil {
+		r.cancel(context.Canceled)
+	}
+}
+
+// shutdownRequested drains the whole server at the host's request, then
+// answers and lets the process exit.
+func (ss *session) shutdownRequested(tx string) {
+	ctx, cancel := context.WithTimeout(context.Background(), ss.s.cfg.drain)
+	defer cancel()
+	ss.s.mu.Lock()
+	if !ss.s.draining {
+		ss.s.draining = true
+		close(ss.s.drained)
+	}
+	ss.s.mu.Unlock()
+	for _, other := range ss.s.snapshot() {
+		if !waitCtx(ctx, &other.wg) {
+			other.cancelAll(context.Canceled)
+		}
+	}
+	ss.send(ss.ctx, KindResult, tx, typeShutdown+"Result", nil)
+	ss.s.Shutdown(ctx)
+}
+
+func (s *Server) snapshot() []*session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*session, 0, len(s.sessions))
+	for ss := range s.sessions {
+		out = append(out, ss)
+	}
+	return out
+}
+
+// waitCtx waits for wg until ctx ends; it reports whether wg finished.
+func waitCtx(ctx context.Context, wg *sync.WaitGroup) bool {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (ss *session) cancelAll(err error) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	for _, r := range ss.active {
+		r.cancel(err)
+	}
+}
+
+// end is called once the connection is gone: handlers still running are
+// cancelled (nobody can receive their replies) and awaited.
+func (ss *session) end(err error) {
+	ss.mu.Lock()
+	ss.closed = true
+	ss.mu.Unlock()
+	ss.cancelAll(err)
+	ss.wg.Wait()
+	ss.conn.Close()
+}

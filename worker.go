@@ -1,0 +1,435 @@
+package worker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"sync"
+	"time"
+)
+
+// Worker is a worker process and the host's connection to it. Spawn
+// starts one; Attach connects to a detached one. All its methods are safe
+// for concurrent use.
+//
+// Lifecycle: a Worker is usable from Spawn until Close (or Shutdown). If
+// the process dies meanwhile, the calls in flight fail at once with a
+// *CrashError, or, under a CrashPolicy with retries, are sent again to a
+// fresh process. Close always stops the process, reaps it and removes its
+// socket; a non-detached worker also exits by itself if the host dies.
+type Worker struct {
+	cfg    *hostConfig
+	tmpl   *exec.Cmd // nil for an attached worker
+	id     string
+	secret string
+	addr   string
+	dir    string // the private socket directory we made, removed on Close
+
+	mu         sync.Mutex
+	proc       *process // nil for an attached worker
+	client     *Client  // nil while disconnected
+	peer       peerInfo
+	dead       *CrashError   // set when the worker died and will not be replaced
+	restarting chan struct{} // closed when the restart in progress ends
+	closing    bool
+	calls      sync.WaitGroup // calls in flight, for Shutdown
+
+	closeOnce sync.Once
+	closed    chan struct{}
+}
+
+// Spawn starts cmd as a worker and connects to it. cmd must not have been
+// started; Spawn adds the protocol's environment variables to cmd.Env (or
+// to the host's environment when cmd.Env is nil), two inherited pipes to
+// cmd.ExtraFiles, and process-group attributes to cmd.SysProcAttr. Its
+// Stdin, Stdout, Stderr, Dir and the rest keep their exec.Cmd meaning; the
+// tail of Stderr is also kept for error reports.
+//
+// Spawn returns once the worker has answered, within ctx and
+// opts.StartupTimeout. If the process exits first, Spawn fails at once with
+// a *CrashError carrying its exit status and the tail of its stderr.
+func Spawn(ctx context.Context, cmd *exec.Cmd, opts *Options) (*Worker, error) {
+	if cmd.Process != nil {
+		return nil, errors.New("worker: Spawn: cmd was already started")
+	}
+	w := &Worker{cfg: opts.resolve(), tmpl: cmd, id: newUUID(), secret: newSecret(), closed: make(chan struct{})}
+	w.addr = w.cfg.socketPath
+	if w.addr == "" {
+		var err error
+		if w.addr, w.dir, err = newSocketPath(); err != nil {
+			return nil, fmt.Errorf("worker: Spawn: %w", err)
+		}
+	}
+	p, c, err := w.launch(ctx, cmd)
+	if err != nil {
+		w.removeDir()
+		return nil, err
+	}
+	w.proc, w.client, w.peer = p, c, c.peer
+	go w.watch(p, c)
+	return w, nil
+}
+
+func newSecret() string {
+	var b [32]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// watch notices the death of the process or the loss of its connection.
+func (w *Worker) watch(p *process, c *Client) {
+	var exited <-chan struct{}
+	if p != nil {
+		exited = p.exited
+	}
+	select {
+	case <-exited:
+		w.lost(p, c, nil)
+	case <-c.Done():
+		w.lost(p, c, c.Err())
+	}
+}
+
+// lost handles the unexpected end of a process or connection: calls in
+// flight fail with a *CrashError at once, and a fresh worker is started if
+// the crash policy allows retries.
+func (w *Worker) lost(p *process, c *Client, cause error) {
+	w.mu.Lock()
+	if w.closing || w.client != c {
+		w.mu.Unlock()
+		return // closed, disconnected or already replaced on purpose
+	}
+	w.mu.Unlock()
+	var crash *CrashError
+	if p != nil {
+		p.awaitExit(time.Second)
+		crash = p.crash(cause)
+	} else {
+		crash = &CrashError{Pid: w.peer.pid, ExitCode: -1, Err: cause}
+	}
+	c.fail(crash)
+	w.cfg.log.warn("worker lost", "pid", crash.Pid, "err", crash)
+
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closing || w.client != c {
+		return
+	}
+	w.client = nil
+	if p == nil || !w.cfg.crash.restarts() {
+		w.dead = crash
+		if p != nil && !p.hasExited() {
+			go p.stop(w.cfg.grace) // alive but unreachable: do not leave it behind
+		}
+		return
+	}
+	w.restarting = make(chan struct{})
+	go w.restart(p, crash, w.restarting)
+}
+
+// restart replaces a crashed process.
+func (w *Worker) restart(old *process, crash *CrashError, done chan struct{}) {
+	defer close(done)
+	if !old.hasExited() {
+		old.stop(w.cfg.grace)
+	}
+	removeSocket(w.addr)
+	p, c, err := w.launch(context.Background(), w.tmpl)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.restarting = nil
+	if err != nil {
+		crash.Err = errors.Join(crash.Err, fmt.Errorf("restarting the worker: %w", err))
+		w.dead = crash
+		return
+	}
+	if w.closing {
+		go func() { c.Close(); p.stop(w.cfg.grace) }()
+		return
+	}
+	w.proc, w.client, w.peer = p, c, c.peer
+	go w.watch(p, c)
+	if f := w.cfg.crash.OnRestart; f != nil {
+		go f(crash, p.pid)
+	}
+}
+
+// current returns the connection to call through, waiting for a restart
+// in progress.
+func (w *Worker) current(ctx context.Context) (*Client, error) {
+	for {
+		w.mu.Lock()
+		c, restarting, dead, closing := w.client, w.restarting, w.dead, w.closing
+		if c != nil && !closing {
+			w.calls.Add(1)
+		}
+		w.mu.Unlock()
+		switch {
+		case closing:
+			return nil, ErrClosed
+		case c != nil:
+			return c, nil
+		case restarting != nil:
+			select {
+			case <-restarting:
+				continue
+			case <-ctx.Done():
+				return nil, context.Cause(ctx)
+			}
+		case dead != nil:
+			return nil, dead
+		}
+		return nil, ErrNotConnected
+	}
+}
+
+func (w *Worker) invoke(ctx context.Context, typ string, payload, out any) error {
+	attempts := w.cfg.crash.attempts(typ)
+	tx := ""
+	for attempt := 1; ; attempt++ {
+		c, err := w.current(ctx)
+		if err == nil {
+			err = c.send(ctx, typ, payload, out, &tx)
+			w.calls.Done()
+		}
+		var crash *CrashError
+		if !errors.As(err, &crash) {
+			return err
+		}
+		e := *crash
+		e.Type, e.Attempt, e.MaxAttempts = typ, attempt, attempts
+		if attempt >= attempts || ctx.Err() != nil {
+			return &e
+		}
+		w.cfg.log.info("retrying a call after a crash", "type", typ, "attempt", attempt+1, "of", attempts)
+	}
+}
+
+// Pid returns the process id of the current worker process (after a
+// restart, the new one's).
+func (w *Worker) Pid() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.proc != nil {
+		return w.proc.pid
+	}
+	return w.peer.pid
+}
+
+// IsActive reports whether the worker process is running.
+func (w *Worker) IsActive() bool {
+	w.mu.Lock()
+	p, pid, closing := w.proc, w.peer.pid, w.closing
+	w.mu.Unlock()
+	if p != nil {
+		return !p.hasExited()
+	}
+	return !closing && alive(pid)
+}
+
+// IsConnected reports whether the host is connected to the worker.
+func (w *Worker) IsConnected() bool {
+	w.mu.Lock()
+	c := w.client
+	w.mu.Unlock()
+	return c != nil && c.Err() == nil
+}
+
+// ID returns the worker's identity, exchanged at spawn and verified by
+// Attach.
+func (w *Worker) ID() string { return w.id }
+
+// Disconnect closes the connection and leaves the process running, for a
+// later Reconnect (by this host) or Attach (by another). Calls in flight
+// fail with ErrNotConnected. It returns ErrNotKeepAlive for a worker that
+// would exit on disconnect.
+func (w *Worker) Disconnect() error {
+	w.mu.Lock()
+	c := w.client
+	switch {
+	case w.closing:
+		w.mu.Unlock()
+		return ErrClosed
+	case !w.peer.keepAlive:
+		w.mu.Unlock()
+		return ErrNotKeepAlive
+	}
+	w.client = nil
+	w.mu.Unlock()
+	if c != nil {
+		c.fail(fmt.Errorf("%w: disconnected", ErrNotConnected))
+		<-c.Done()
+	}
+	return nil
+}
+
+// Reconnect connects again to a keep-alive worker after Disconnect, with
+// the Connect retry policy. It does nothing if already connected.
+func (w *Worker) Reconnect(ctx context.Context) error {
+	w.mu.Lock()
+	switch {
+	case w.closing:
+		w.mu.Unlock()
+		return ErrClosed
+	case !w.peer.keepAlive:
+		w.mu.Unlock()
+		return ErrNotKeepAlive
+	case w.client != nil:
+		w.mu.Unlock()
+		return nil
+	}
+	w.mu.Unlock()
+	c, err := w.dial(ctx)
+	if err != nil {
+		return err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closing || w.client != nil {
+		c.Close()
+		return nil
+	}
+	w.client, w.peer, w.dead = c, c.peer, nil
+	go w.watch(w.proc, c)
+	return nil
+}
+
+func (w *Worker) dial(ctx context.Context) (*Client, error) {
+	var c *Client
+	err := w.cfg.connect.retry(ctx, nil, func() (bool, error) {
+		conn, err := dial(ctx, w.addr)
+		if err != nil {
+			return false, err
+		}
+		c, err = newClient(ctx, conn, w.cfg, w.secret, w.id)
+		return err != nil && (errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrSerializerMismatch)), err
+	})
+	return c, err
+}
+
+// Close stops the worker: calls in flight fail with ErrClosed, the
+// connection is closed, the worker is asked to exit and, after the grace
+// period, killed with its process group; then the process is reaped and
+// the socket removed. It is idempotent and returns promptly (within the
+// grace period). A worker whose process already died returns nil.
+func (w *Worker) Close() error {
+	w.closeOnce.Do(w.close)
+	return nil
+}
+
+func (w *Worker) close() {
+	w.mu.Lock()
+	w.closing = true
+	c, p, restarting := w.client, w.proc, w.restarting
+	w.client = nil
+	w.mu.Unlock()
+	if restarting != nil {
+		<-restarting // the restart sees closing and stops what it started
+	}
+	if c != nil {
+		if p == nil && c.peer.shutdown {
+			w.askShutdown(c, w.cfg.grace)
+		}
+		c.fail(ErrClosed)
+		<-c.Done()
+	}
+	if p != nil {
+		p.stop(w.cfg.grace)
+		removeSocket(w.addr)
+	} else if w.peer.pid != 0 && alive(w.peer.pid) {
+		kill(w.peer.pid)
+	}
+	w.removeDir()
+	close(w.closed)
+	w.cfg.log.debug("worker closed", "id", w.id)
+}
+
+// Shutdown stops the worker gracefully: new calls fail with ErrClosed,
+// calls in flight may complete until ctx ends, the worker is asked to drain
+// its handlers and exit, and then Close finishes the job. It returns ctx's
+// error if it had to cut the drain short.
+func (w *Worker) Shutdown(ctx context.Context) error {
+	w.mu.Lock()
+	w.closing = true
+	c := w.client
+	w.mu.Unlock()
+	var err error
+	if !waitCtx(ctx, &w.calls) {
+		err = context.Cause(ctx)
+	}
+	if c != nil && c.peer.shutdown && err == nil {
+		if d, ok := ctx.Deadline(); ok {
+			w.askShutdown(c, time.Until(d))
+		} else {
+			w.askShutdown(c, w.cfg.grace)
+		}
+	}
+	w.Close()
+	return err
+}
+
+// askShutdown asks the worker to drain and exit, waiting up to d.
+func (w *Worker) askShutdown(c *Client, d time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	tx := ""
+	_ = c.send(ctx, typeShutdown, nil, nil, &tx)
+}
+
+// Wait blocks until the worker has been closed.
+func (w *Worker) Wait() { <-w.closed }
+
+func (w *Worker) removeDir() {
+	if w.dir != "" {
+		os.RemoveAll(w.dir)
+	}
+}
+
+// Token returns a string that lets another process Attach to this worker:
+// its address, identity and secret. Treat it as a credential.
+func (w *Worker) Token() string {
+	b, _ := json.Marshal(token{Addr: w.addr, ID: w.id, Secret: w.secret, Pid: w.Pid()})
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+type token struct {
+	Addr   string `json:"addr"`
+	ID     string `json:"id"`
+	Secret string `json:"secret"`
+	Pid    int    `json:"pid"`
+}
+
+// Attach connects to a running worker, typically a detached one started by
+// another host process, from the Token that host handed over. It verifies
+// that the worker at the address is the same one (its identity and secret),
+// never trusting a bare pid. The returned Worker has no process of its own:
+// Close asks the worker to exit, Disconnect leaves it running, and if it
+// dies, calls fail with a *CrashError.
+func Attach(ctx context.Context, tok string, opts *Options) (*Worker, error) {
+	raw, err := base64.RawURLEncoding.DecodeString(tok)
+	var t token
+	if err == nil {
+		err = json.Unmarshal(raw, &t)
+	}
+	if err != nil || t.Addr == "" || t.ID == "" {
+		return nil, fmt.Errorf("worker: Attach: malformed token")
+	}
+	w := &Worker{cfg: opts.resolve(), id: t.ID, secret: t.Secret, addr: t.Addr, closed: make(chan struct{})}
+	c, err := w.dial(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("worker: Attach: %w", err)
+	}
+	if !c.peer.extended || c.peer.id != t.ID {
+		c.Close()
+		return nil, fmt.Errorf("worker: Attach: %w: the worker did not prove its identity", ErrUnauthorized)
+	}
+	w.client, w.peer = c, c.peer
+	go w.watch(nil, c)
+	return w, nil
+}
