@@ -148,7 +148,8 @@ func helperCmd(t testing.TB, mode string) *exec.Cmd {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(), envMode+"="+mode)
+	// The race runtime sleeps 1s at exit by default; workers exit often here.
+	cmd.Env = append(os.Environ(), envMode+"="+mode, "GORACE=atexit_sleep_ms=0")
 	return cmd
 }
 
