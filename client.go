@@ -429,4 +429,3 @@ func (o *Options) resolve() *hostConfig {
 	}
 	return c
 }
-

@@ -20,8 +20,12 @@ import (
 // The contract shared by the tests (the host) and the test binary
 // re-executed as a worker.
 type (
-	PingReq  struct{ Message string `json:"message"` }
-	PingRes  struct{ Message string `json:"message"` }
+	PingReq struct {
+		Message string `json:"message"`
+	}
+	PingRes struct {
+		Message string `json:"message"`
+	}
 	AddReq   struct{ A, B int }
 	AddRes   struct{ Sum int }
 	FailReq  struct{ Message, Code string }

@@ -207,7 +207,9 @@ func withoutStartupEnv(env []string) []string {
 	return out
 }
 
-func hasKey(kv, key string) bool { return len(kv) > len(key) && kv[len(key)] == '=' && kv[:len(key)] == key }
+func hasKey(kv, key string) bool {
+	return len(kv) > len(key) && kv[len(key)] == '=' && kv[:len(key)] == key
+}
 
 func teeWriter(user io.Writer, t *tail) io.Writer {
 	if user == nil {

@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"sync"
 	"reflect"
+	"sync"
 	"time"
 
 	"github.com/fxamacker/cbor/v2"
@@ -130,7 +130,7 @@ type Binary struct{}
 var (
 	cborEnc, _ = cbor.EncOptions{}.EncMode()
 	cborDec, _ = cbor.DecOptions{
-		DefaultMapType: reflect.TypeOf(map[string]any(nil)),
+		DefaultMapType:  reflect.TypeOf(map[string]any(nil)),
 		MaxNestedLevels: 256,
 	}.DecMode()
 )
@@ -280,4 +280,3 @@ func (c *codec) message(k Kind, e *wire.Envelope) *Message {
 	return &Message{Kind: k, Type: string(e.Type), Tx: string(e.Tx), Payload: e.Payload,
 		Deadline: fromUnixMilli(e.Deadline), ser: c.ser}
 }
-
