@@ -262,9 +262,13 @@ func (c *Client) write(ctx context.Context, frame []byte, deadline time.Time) er
 }
 
 // sendCancel tells the worker to cancel the handler of tx.
-func (c *Client) sendCancel(tx string) {
-	payload, _ := c.cfg.ser.AppendPayload(nil, &cancelPayload{Tx: tx})
-	frame, err := c.codec.frame(nil, typeCancel, newUUID(), payload, 0)
+func (c *Client) sendCancel(tx string) { c.notify(typeCancel, &cancelPayload{Tx: tx}) }
+
+// notify writes a control message that gets no reply awaited, giving up
+// after a second if the worker does not read.
+func (c *Client) notify(typ string, payload any) {
+	p, _ := c.cfg.ser.AppendPayload(nil, payload)
+	frame, err := c.codec.frame(nil, typ, newUUID(), p, 0)
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()

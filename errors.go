@@ -137,7 +137,7 @@ func (e *RemoteError) payload() ErrorPayload {
 // toErrorPayload turns a handler's error into what travels on the wire.
 func toErrorPayload(err error) ErrorPayload {
 	var re *RemoteError
-	if errors.As(err, &re) && re.Message == err.Error() {
+	if errors.As(err, &re) && error(re) == err {
 		return re.payload()
 	}
 	p := ErrorPayload{Message: err.Error(), Name: "Error"}

@@ -5,12 +5,17 @@ package worker
 import (
 	"io"
 	"os"
+
+	"github.com/isolated-workers/worker/internal/wire"
 )
 
-// watchLifeline calls gone when the host's end of the inherited lifeline
-// pipe closes: the host exited or died, on any Unix, SIGKILL included.
-func watchLifeline(fd int, gone func()) {
-	f := os.NewFile(uintptr(fd), "lifeline")
+// watchHost calls gone when the host's end of the inherited lifeline pipe
+// closes: the host exited or died, on any Unix, SIGKILL included.
+func watchHost(d wire.StartupData, gone func()) {
+	if d.LifeFD <= 0 {
+		return
+	}
+	f := os.NewFile(uintptr(d.LifeFD), "lifeline")
 	if f == nil {
 		return
 	}

@@ -11,7 +11,7 @@ import (
 // signal, so a worker watches its lifeline pipe instead.
 func prepareOS(*syscall.SysProcAttr, bool) {}
 
-func startProcess(cmd *exec.Cmd) (*process, error) {
+func startProcess(cmd *exec.Cmd, _ bool) (*process, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}

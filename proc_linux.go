@@ -21,7 +21,7 @@ func prepareOS(a *syscall.SysProcAttr, detached bool) {
 // exits, not the process (golang/go#27505); a thread locked by a goroutine
 // that stays alive as long as the child cannot be retired by the runtime,
 // so the signal only comes when the host really dies.
-func startProcess(cmd *exec.Cmd) (*process, error) {
+func startProcess(cmd *exec.Cmd, _ bool) (*process, error) {
 	started := make(chan error, 1)
 	p := &process{cmd: cmd, exited: make(chan struct{})}
 	go func() {

@@ -37,11 +37,22 @@ func inheritPipes(cmd *exec.Cmd, readyW, lifeR *os.File) (readyFD, lifeFD int) {
 	return readyFD, lifeFD
 }
 
+// procSys has nothing on Unix: the process group is the pid.
+type procSys struct{}
+
+// lifelinePipe tells that workers get an inherited lifeline pipe.
+const lifelinePipe = true
+
 // terminate asks the worker's process group to stop.
-func terminate(pid int) error { return signalGroup(pid, syscall.SIGTERM) }
+func (p *process) terminate() error { return signalGroup(p.pid, syscall.SIGTERM) }
 
 // kill kills the worker's process group.
-func kill(pid int) error { return signalGroup(pid, syscall.SIGKILL) }
+func (p *process) kill() error { return signalGroup(p.pid, syscall.SIGKILL) }
+
+func (p *process) release() {}
+
+// killPid kills a process that is not our child (an attached worker).
+func killPid(pid int) error { return syscall.Kill(pid, syscall.SIGKILL) }
 
 func signalGroup(pid int, sig syscall.Signal) error {
 	if pid <= 0 {

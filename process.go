@@ -23,6 +23,7 @@ type process struct {
 	state  *os.ProcessState
 	stderr *tail
 	life   *os.File // the host's end of the lifeline; closing it tells the worker to go
+	sys    procSys  // per-OS handles (the Windows job object)
 }
 
 func (p *process) wait() {
@@ -71,7 +72,7 @@ func (p *process) stop(grace time.Duration) {
 		p.life.Close()
 	}
 	if !p.hasExited() {
-		terminate(p.pid)
+		p.terminate()
 	}
 	t := time.NewTimer(grace)
 	defer t.Stop()
@@ -79,8 +80,9 @@ func (p *process) stop(grace time.Duration) {
 	case <-p.exited:
 	case <-t.C:
 	}
-	kill(p.pid) // also reaches children left in the group
+	p.kill() // also reaches children left in the group or job
 	<-p.exited
+	p.release()
 }
 
 // launch starts one worker process for w and connects to it. It fails at
@@ -97,7 +99,7 @@ func (w *Worker) launch(ctx context.Context, tmpl *exec.Cmd) (*process, *Client,
 	}
 	defer readyR.Close()
 	var lifeR, lifeW *os.File
-	if !w.cfg.detached {
+	if !w.cfg.detached && lifelinePipe {
 		if lifeR, lifeW, err = os.Pipe(); err != nil {
 			readyW.Close()
 			return nil, nil, err
@@ -122,7 +124,7 @@ func (w *Worker) launch(ctx context.Context, tmpl *exec.Cmd) (*process, *Client,
 			cmd.WaitDelay = time.Second
 		}
 	}
-	p, err := startProcess(cmd)
+	p, err := startProcess(cmd, w.cfg.detached)
 	readyW.Close()
 	if lifeR != nil {
 		lifeR.Close()

@@ -92,8 +92,8 @@ func (s *Server) serveListener(ctx context.Context, ln net.Listener, d wire.Star
 	hostGone := make(chan struct{})
 	var goneOnce sync.Once
 	gone := func() { goneOnce.Do(func() { close(hostGone) }) }
-	if d.LifeFD > 0 && !d.Detached {
-		watchLifeline(d.LifeFD, gone)
+	if !d.Detached {
+		watchHost(d, gone)
 	}
 
 	conns := make(chan net.Conn)

@@ -335,6 +335,10 @@ func (w *Worker) close() {
 	if c != nil {
 		if p == nil && c.peer.shutdown {
 			w.askShutdown(c, w.cfg.grace)
+		} else if c.peer.keepAlive && c.peer.shutdown {
+			// A keep-alive worker would outlive the connection; this
+			// asks it to go without a signal (Windows has none).
+			c.notify(typeShutdown, nil)
 		}
 		c.fail(ErrClosed)
 		<-c.Done()
@@ -343,7 +347,7 @@ func (w *Worker) close() {
 		p.stop(w.cfg.grace)
 		removeSocket(w.addr)
 	} else if w.peer.pid != 0 && alive(w.peer.pid) {
-		kill(w.peer.pid)
+		killPid(w.peer.pid)
 	}
 	w.removeDir()
 	close(w.closed)

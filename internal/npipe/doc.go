@@ -19,15 +19,17 @@
 // rely on either way:
 //
 //   - Under Wine go-winio's pipes come out message-type: a client's
-//     GetNamedPipeInfo reports PIPE_TYPE_MESSAGE, although go-winio asks for
+//     GetNamedPipeInfo reports PIPE_TYPE_MESSAGE although go-winio asks for
 //     a byte-type pipe (apparently Wine takes the
-//     FILE_PIPE_REJECT_REMOTE_CLIENTS bit that go-winio always passes in the
-//     pipe-type argument for the message-type bit). Reads are still in byte
-//     mode and data still flows as a byte stream. Consequences: the client side's connection is go-winio's
-//     message-mode type, which has a working CloseWrite (on Windows neither
-//     side has one); and a zero-length Write by the server is delivered as an
-//     empty message that the client reads as io.EOF (on Windows it delivers
-//     nothing). So: never Write zero bytes, and do not depend on CloseWrite.
+//     FILE_PIPE_REJECT_REMOTE_CLIENTS bit, which go-winio always passes in
+//     the pipe-type argument, for the message-type bit). Reads are still in
+//     byte mode and data still flows as a byte stream. Consequences: the
+//     client side's connection is go-winio's message-mode type, which has a
+//     working CloseWrite (on Windows neither side has one); and a zero-length
+//     Write by the server is delivered as an empty message that the client
+//     reads as io.EOF, for good. (What a zero-length WriteFile does on a
+//     byte-mode pipe on Windows is not verified here.) So: never Write zero
+//     bytes, and do not depend on CloseWrite.
 //   - Wine does not refuse a second Listen on an existing pipe name.
 //
 // Everything except this file is built only on Windows; on other platforms

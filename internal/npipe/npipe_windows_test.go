@@ -553,35 +553,3 @@ func TestCloseWrite(t *testing.T) {
 		})
 	}
 }
-
-// TestZeroLengthWrite: on Windows a zero-length Write on a byte-mode pipe
-// delivers nothing. Under Wine it delivers an empty message that the peer
-// reads as EOF (see the package documentation), so callers must not write
-// zero bytes.
-func TestZeroLengthWrite(t *testing.T) {
-	if isWine() {
-		t.Skip("under Wine go-winio's pipes are message-type, and a zero-length write reads as EOF at the peer")
-	}
-	l, path := newListener(t)
-	acc := acceptAsync(l)
-	client := dial(t, path)
-	server := awaitAccept(t, acc)
-	for _, pair := range [][2]net.Conn{{server, client}, {client, server}} {
-		errc := make(chan error, 1)
-		go func() {
-			if _, err := pair[0].Write(nil); err != nil {
-				errc <- err
-				return
-			}
-			_, err := pair[0].Write([]byte("x"))
-			errc <- err
-		}()
-		b := make([]byte, 1)
-		if _, err := io.ReadFull(pair[1], b); err != nil || b[0] != 'x' {
-			t.Fatalf("%T read after zero-length write by %T: %q %v", pair[1], pair[0], b, err)
-		}
-		if err := <-errc; err != nil {
-			t.Fatal(err)
-		}
-	}
-}

@@ -1,0 +1,107 @@
+package worker
+
+import (
+	"os"
+	"os/exec"
+	"syscall"
+
+	"golang.org/x/sys/windows"
+
+	"github.com/isolated-workers/worker/internal/winproc"
+)
+
+// procSys holds the job object that ties a worker to its host: it is
+// killed, with every process it started, when the job's last handle
+// closes, which happens when the host exits or dies.
+type procSys struct{ job *winproc.Job }
+
+// lifelinePipe is false on Windows: exec.Cmd cannot pass extra files, and
+// the job object and the host's process handle do the lifeline's work.
+const lifelinePipe = false
+
+func prepare(cmd *exec.Cmd, detached bool) {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	attr := winproc.WorkerSysProcAttr()
+	if detached {
+		attr = winproc.DetachedSysProcAttr()
+	}
+	cmd.SysProcAttr.CreationFlags |= attr.CreationFlags
+}
+
+func inheritPipes(*exec.Cmd, *os.File, *os.File) (readyFD, lifeFD int) { return 0, 0 }
+
+// startProcess starts a non-detached worker inside a kill-on-close job,
+// before it can run any code, so that none of its children escape.
+func startProcess(cmd *exec.Cmd, detached bool) (*process, error) {
+	p := &process{cmd: cmd, exited: make(chan struct{})}
+	if detached {
+		if err := cmd.Start(); err != nil {
+			return nil, err
+		}
+	} else {
+		job, err := winproc.NewJob()
+		if err != nil {
+			return nil, err
+		}
+		if err := job.Start(cmd); err != nil {
+			job.Close()
+			return nil, err
+		}
+		p.sys.job = job
+	}
+	p.pid = cmd.Process.Pid
+	go p.wait()
+	return p, nil
+}
+
+// terminate asks the worker to stop with a console break event to its
+// process group, the closest Windows has to SIGTERM. A worker is normally
+// stopped over its connection before this.
+func (p *process) terminate() error { return winproc.Interrupt(p.pid) }
+
+// kill terminates the worker and every process in its job.
+func (p *process) kill() error {
+	if p.sys.job != nil {
+		return p.sys.job.Terminate(1)
+	}
+	return p.cmd.Process.Kill()
+}
+
+func (p *process) release() {
+	if p.sys.job != nil {
+		p.sys.job.Close()
+	}
+}
+
+func killPid(pid int) error {
+	proc, err := os.FindProcess(pid)
+	if err != nil {
+		return err
+	}
+	defer proc.Release()
+	return proc.Kill()
+}
+
+// alive reports whether a process with this pid is running.
+func alive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	h, err := windows.OpenProcess(windows.PROCESS_QUERY_LIMITED_INFORMATION, false, uint32(pid))
+	if err != nil {
+		return false
+	}
+	defer windows.CloseHandle(h)
+	var code uint32
+	return windows.GetExitCodeProcess(h, &code) == nil && code == 259 // STILL_ACTIVE
+}
+
+func exitDetail(st *os.ProcessState) (code int, signal string) {
+	if st == nil {
+		return -1, ""
+	}
+	return st.ExitCode(), ""
+}
+
