@@ -24,6 +24,7 @@ type Client struct {
 	rd    *wire.Reader
 	peer  peerInfo
 	wsem  chan struct{} // holds the right to write a frame
+	lost  func(error) error
 
 	mu      sync.Mutex
 	pending map[string]*call
@@ -47,11 +48,14 @@ var calls = sync.Pool{New: func() any { return &call{done: make(chan error, 1)} 
 // peer that speaks only the base protocol, such as a TypeScript worker, is
 // detected and served without the extensions.
 func NewClient(ctx context.Context, conn net.Conn, opts *Options) (*Client, error) {
-	return newClient(ctx, conn, opts.resolve(), "", "")
+	return newClient(ctx, conn, opts.resolve(), "", "", nil)
 }
 
-func newClient(ctx context.Context, conn net.Conn, cfg *hostConfig, secret, id string) (*Client, error) {
-	c := &Client{cfg: cfg, codec: newCodec(cfg.ser, cfg.max), conn: conn,
+// newClient makes a Client. lost, if not nil, turns the error that ended
+// the connection into the one its pending calls get (a Worker makes it a
+// *CrashError with the exit status).
+func newClient(ctx context.Context, conn net.Conn, cfg *hostConfig, secret, id string, lost func(error) error) (*Client, error) {
+	c := &Client{cfg: cfg, codec: newCodec(cfg.ser, cfg.max), conn: conn, lost: lost,
 		wsem: make(chan struct{}, 1), pending: make(map[string]*call), readDone: make(chan struct{})}
 	var rest []byte
 	if !cfg.base {
@@ -253,7 +257,7 @@ func (c *Client) write(ctx context.Context, frame []byte, deadline time.Time) er
 	}
 	var ne net.Error
 	if n > 0 || !errors.As(err, &ne) || !ne.Timeout() {
-		c.fail(fmt.Errorf("worker: writing to the worker: %w", err))
+		c.fail(c.lostErr(fmt.Errorf("worker: writing to the worker: %w", err)))
 	}
 	if ctx.Err() != nil {
 		return context.Cause(ctx)
@@ -280,6 +284,15 @@ type cancelPayload struct {
 	Tx string `json:"tx" cbor:"tx"`
 }
 
+// lostErr turns the error that broke the connection into what the calls
+// get, unless the connection was already ended on purpose.
+func (c *Client) lostErr(err error) error {
+	if c.lost == nil || c.Err() != nil {
+		return err
+	}
+	return c.lost(err)
+}
+
 // fail ends the connection: every pending call gets err, later calls too.
 func (c *Client) fail(err error) {
 	c.mu.Lock()
@@ -303,11 +316,11 @@ func (c *Client) readLoop() {
 	for {
 		frame, err := c.rd.Next()
 		if err != nil {
-			c.fail(fmt.Errorf("worker: connection lost: %w", err))
+			c.fail(c.lostErr(fmt.Errorf("worker: connection lost: %w", err)))
 			return
 		}
 		if err := c.codec.parse(frame, &e); err != nil {
-			c.fail(err)
+			c.fail(c.lostErr(err))
 			return
 		}
 		cl := c.take(e.Tx)

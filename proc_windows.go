@@ -104,4 +104,3 @@ func exitDetail(st *os.ProcessState) (code int, signal string) {
 	}
 	return st.ExitCode(), ""
 }
-

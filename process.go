@@ -65,6 +65,13 @@ func (p *process) awaitExit(d time.Duration) {
 	}
 }
 
+// lostConn is what calls get when the connection to p breaks: it usually
+// means that p died, so wait a moment for its exit status.
+func (p *process) lostConn(cause error) error {
+	p.awaitExit(time.Second)
+	return p.crash(cause)
+}
+
 // stop asks the process to exit, and kills it (with its process group)
 // if it has not after grace. It returns once the process is reaped.
 func (p *process) stop(grace time.Duration) {
@@ -165,7 +172,7 @@ func (w *Worker) connect(ctx context.Context, p *process, readyR *os.File) (*Cli
 		if err != nil {
 			return false, err
 		}
-		c, err = newClient(ctx, conn, w.cfg, w.secret, w.id)
+		c, err = newClient(ctx, conn, w.cfg, w.secret, w.id, p.lostConn)
 		if err != nil && ctx.Err() == nil && !p.hasExited() {
 			return true, err // refused by the worker: trying again will not help
 		}

@@ -301,13 +301,20 @@ func (w *Worker) Reconnect(ctx context.Context) error {
 }
 
 func (w *Worker) dial(ctx context.Context) (*Client, error) {
+	w.mu.Lock()
+	p, peerPid := w.proc, w.peer.pid
+	w.mu.Unlock()
+	lost := func(cause error) error { return &CrashError{Pid: peerPid, ExitCode: -1, Err: cause} }
+	if p != nil {
+		lost = p.lostConn
+	}
 	var c *Client
 	err := w.cfg.connect.retry(ctx, nil, func() (bool, error) {
 		conn, err := dial(ctx, w.addr)
 		if err != nil {
 			return false, err
 		}
-		c, err = newClient(ctx, conn, w.cfg, w.secret, w.id)
+		c, err = newClient(ctx, conn, w.cfg, w.secret, w.id, lost)
 		return err != nil && (errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrSerializerMismatch)), err
 	})
 	return c, err
