@@ -66,7 +66,10 @@ func TestCompare(t *testing.T) {
 
 type testWriter struct{ t *testing.T }
 
-func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(bytes.TrimSpace(p))); return len(p), nil }
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(bytes.TrimSpace(p)))
+	return len(p), nil
+}
 
 // withClient spawns s, warms it up and hands the client to f.
 func withClient(b *testing.B, s Subject, f func(ctx context.Context, c Client)) {
