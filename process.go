@@ -114,7 +114,7 @@ func (w *Worker) launch(ctx context.Context, tmpl *exec.Cmd) (*process, *Client,
 	}
 	sd := wire.StartupData{Driver: wire.Driver, SocketPath: w.addr, Serializer: w.cfg.ser.Name(),
 		ServerConnectTimeout: w.cfg.hostConnect.Milliseconds(), ID: w.id, Secret: w.secret,
-		HostPID: pid, Detached: w.cfg.detached}
+		HostPID: pid, Detached: w.cfg.detached, OwnDir: w.dir != ""}
 	if w.cfg.hostConnect < 0 {
 		sd.ServerConnectTimeout = 0
 	}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -118,6 +119,9 @@ func (s *Server) serveListener(ctx context.Context, ln net.Listener, d wire.Star
 	abandon := false // the host is dead: do not wait for handlers
 	defer func() {
 		ln.Close() // removes the socket file
+		if d.OwnDir {
+			os.Remove(filepath.Dir(d.SocketPath)) // only if empty
+		}
 		close(quit)
 		for range acceptErr {
 		}

@@ -42,6 +42,14 @@ type Worker struct {
 
 	closeOnce sync.Once
 	closed    chan struct{}
+	stopCtx   context.Context    // cancelled by Close: ends a restart in progress
+	stop      context.CancelFunc // cancels stopCtx
+}
+
+func newWorker(cfg *hostConfig) *Worker {
+	w := &Worker{cfg: cfg, closed: make(chan struct{})}
+	w.stopCtx, w.stop = context.WithCancel(context.Background())
+	return w
 }
 
 // Spawn starts cmd as a worker and connects to it. cmd must not have been
@@ -58,7 +66,8 @@ func Spawn(ctx context.Context, cmd *exec.Cmd, opts *Options) (*Worker, error) {
 	if cmd.Process != nil {
 		return nil, errors.New("worker: Spawn: cmd was already started")
 	}
-	w := &Worker{cfg: opts.resolve(), tmpl: cmd, id: newUUID(), secret: newSecret(), closed: make(chan struct{})}
+	w := newWorker(opts.resolve())
+	w.tmpl, w.id, w.secret = cmd, newUUID(), newSecret()
 	w.addr = w.cfg.socketPath
 	if w.addr == "" {
 		var err error
@@ -140,7 +149,7 @@ func (w *Worker) restart(old *process, crash *CrashError, done chan struct{}) {
 		old.stop(w.cfg.grace)
 	}
 	removeSocket(w.addr)
-	p, c, err := w.launch(context.Background(), w.tmpl)
+	p, c, err := w.launch(w.stopCtx, w.tmpl)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.restarting = nil
@@ -336,6 +345,7 @@ func (w *Worker) close() {
 	c, p, restarting := w.client, w.proc, w.restarting
 	w.client = nil
 	w.mu.Unlock()
+	w.stop()
 	if restarting != nil {
 		<-restarting // the restart sees closing and stops what it started
 	}
@@ -353,7 +363,7 @@ func (w *Worker) close() {
 	if p != nil {
 		p.stop(w.cfg.grace)
 		removeSocket(w.addr)
-	} else if w.peer.pid != 0 && alive(w.peer.pid) {
+	} else if w.peer.pid != 0 && !waitGone(w.peer.pid, w.cfg.grace) {
 		killPid(w.peer.pid)
 	}
 	w.removeDir()
@@ -402,6 +412,19 @@ func (w *Worker) removeDir() {
 	}
 }
 
+// waitGone waits up to d for a process that is not our child to exit (it
+// cannot be waited for, only polled), and reports whether it did.
+func waitGone(pid int, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for wait := time.Millisecond; alive(pid); wait = min(2*wait, 50*time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(wait)
+	}
+	return true
+}
+
 // Token returns a string that lets another process Attach to this worker:
 // its address, identity and secret. Treat it as a credential.
 func (w *Worker) Token() string {
@@ -431,7 +454,8 @@ func Attach(ctx context.Context, tok string, opts *Options) (*Worker, error) {
 	if err != nil || t.Addr == "" || t.ID == "" {
 		return nil, fmt.Errorf("worker: Attach: malformed token")
 	}
-	w := &Worker{cfg: opts.resolve(), id: t.ID, secret: t.Secret, addr: t.Addr, closed: make(chan struct{})}
+	w := newWorker(opts.resolve())
+	w.id, w.secret, w.addr = t.ID, t.Secret, t.Addr
 	c, err := w.dial(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("worker: Attach: %w", err)

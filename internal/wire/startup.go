@@ -30,6 +30,7 @@ type StartupData struct {
 	LifeFD   int    `json:"lifeFd,omitempty"`   // inherited pipe whose EOF means the host died
 	HostPID  int    `json:"hostPid,omitempty"`  // the spawning host
 	Detached bool   `json:"detached,omitempty"` // the worker must outlive its host
+	OwnDir   bool   `json:"ownDir,omitempty"`   // the socket's directory is private to it: remove it on exit
 }
 
 // Driver is the only driver the TypeScript worker accepts.
