@@ -5,7 +5,6 @@ package worker
 import (
 	"fmt"
 	"net"
-	"os"
 
 	"golang.org/x/sys/unix"
 )
@@ -18,9 +17,6 @@ func checkPeer(conn net.Conn) error {
 		if err != nil {
 			return fmt.Errorf("reading the peer's credentials: %w", err)
 		}
-		if int(cred.Uid) != os.Geteuid() {
-			return fmt.Errorf("%w: the peer runs as uid %d, this worker as uid %d", ErrUnauthorized, cred.Uid, os.Geteuid())
-		}
-		return nil
+		return sameUser(int(cred.Uid))
 	})
 }

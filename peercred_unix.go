@@ -4,7 +4,9 @@ package worker
 
 import (
 	"errors"
+	"fmt"
 	"net"
+	"os"
 	"syscall"
 )
 
@@ -24,4 +26,12 @@ func withFD(conn net.Conn, f func(fd int) error) error {
 		return errors.Join(err, ferr)
 	}
 	return ferr
+}
+
+// sameUser refuses a peer that runs as another user than this process.
+func sameUser(uid int) error {
+	if uid != os.Geteuid() {
+		return fmt.Errorf("%w: the peer runs as uid %d, this worker as uid %d", ErrUnauthorized, uid, os.Geteuid())
+	}
+	return nil
 }
