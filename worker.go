@@ -41,13 +41,12 @@ type Worker struct {
 	calls      sync.WaitGroup // calls in flight, for Shutdown
 
 	closeOnce sync.Once
-	closed    chan struct{}
 	stopCtx   context.Context    // cancelled by Close: ends a restart in progress
 	stop      context.CancelFunc // cancels stopCtx
 }
 
 func newWorker(cfg *hostConfig) *Worker {
-	w := &Worker{cfg: cfg, closed: make(chan struct{})}
+	w := &Worker{cfg: cfg}
 	w.stopCtx, w.stop = context.WithCancel(context.Background())
 	return w
 }
@@ -367,7 +366,6 @@ func (w *Worker) close() {
 		killPid(w.peer.pid)
 	}
 	w.removeDir()
-	close(w.closed)
 	w.cfg.log.debug("worker closed", "id", w.id)
 }
 
@@ -402,9 +400,6 @@ func (w *Worker) askShutdown(c *Client, d time.Duration) {
 	tx := ""
 	_ = c.send(ctx, typeShutdown, nil, nil, &tx)
 }
-
-// Wait blocks until the worker has been closed.
-func (w *Worker) Wait() { <-w.closed }
 
 func (w *Worker) removeDir() {
 	if w.dir != "" {
