@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -23,7 +24,7 @@ type Client struct {
 	conn  net.Conn
 	rd    *wire.Reader
 	peer  peerInfo
-	wsem  chan struct{} // holds the right to write a frame
+	wq    wqueue // the frames being written
 	lost  func(error) error
 
 	mu      sync.Mutex
@@ -56,7 +57,9 @@ func NewClient(ctx context.Context, conn net.Conn, opts *Options) (*Client, erro
 // *CrashError with the exit status).
 func newClient(ctx context.Context, conn net.Conn, cfg *hostConfig, secret, id string, lost func(error) error) (*Client, error) {
 	c := &Client{cfg: cfg, codec: newCodec(cfg.ser, cfg.max), conn: conn, lost: lost,
-		wsem: make(chan struct{}, 1), pending: make(map[string]*call), readDone: make(chan struct{})}
+		pending: make(map[string]*call), readDone: make(chan struct{})}
+	c.wq.conn = conn
+	c.wq.broken = func(err error) { c.fail(c.lostErr(fmt.Errorf("worker: writing to the worker: %w", err))) }
 	var rest []byte
 	if !cfg.base {
 		var err error
@@ -102,41 +105,27 @@ func (c *Client) send(ctx context.Context, typ string, payload, out any, tx *str
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	pbuf := getBuf()
-	defer putBuf(pbuf)
-	p, err := c.cfg.ser.AppendPayload((*pbuf)[:0], payload)
-	if err != nil {
-		return fmt.Errorf("worker: %s: encoding payload: %w", typ, err)
-	}
-	*pbuf = p
 	deadline, timeout := c.deadline(ctx, typ)
-	m := Message{Kind: KindRequest, Type: typ, Tx: *tx, Payload: p, ser: c.cfg.ser}
-	if c.peer.deadline {
-		m.Deadline = deadline
-	}
-	if m.Tx == "" {
-		m.Tx = c.cfg.tx(&m)
-		*tx = m.Tx
-	}
-	if err := runMiddleware(ctx, c.cfg.mw, Outgoing, &m); err != nil {
-		return err
-	}
 	fbuf := getBuf()
 	defer putBuf(fbuf)
-	frame, err := c.codec.frameMessage((*fbuf)[:0], &m)
+	frame, keep, id, err := c.encode(ctx, (*fbuf)[:0], typ, payload, deadline, *tx)
 	*fbuf = frame
+	if keep != "" {
+		*tx = keep
+	}
 	if err != nil {
 		return err
 	}
 
 	cl := calls.Get().(*call)
 	cl.ctx, cl.typ, cl.out = ctx, typ, out
-	if err := c.register(m.Tx, cl); err != nil {
+	if err := c.register(id, cl); err != nil {
 		c.release(cl)
 		return err
 	}
-	if err := c.write(ctx, frame, deadline); err != nil {
-		if c.forget(m.Tx) {
+	ticket, err := c.write(ctx, frame, deadline, true)
+	if err != nil {
+		if c.forget(id) {
 			c.release(cl)
 			return err
 		}
@@ -154,10 +143,51 @@ func (c *Client) send(ctx context.Context, typ string, payload, out any, tx *str
 		c.release(cl)
 		return err
 	case <-ctx.Done():
-		return c.abandon(cl, m.Tx, context.Cause(ctx))
+		return c.abandon(cl, id, ticket, context.Cause(ctx))
 	case <-expired:
-		return c.abandon(cl, m.Tx, fmt.Errorf("worker: %s: timed out after %v: %w", typ, timeout, context.DeadlineExceeded))
+		return c.abandon(cl, id, ticket, fmt.Errorf("worker: %s: timed out after %v: %w", typ, timeout, context.DeadlineExceeded))
 	}
+}
+
+// encode appends the frame of a request to dst. Its tx is tx or, when
+// empty, a new one, returned as keep (for a retry to send it again);
+// sent is the tx on the wire, which middleware may have changed.
+func (c *Client) encode(ctx context.Context, dst []byte, typ string, payload any, deadline time.Time, tx string) (frame []byte, keep, sent string, err error) {
+	if !c.peer.deadline {
+		deadline = time.Time{}
+	}
+	if len(c.cfg.mw) == 0 && c.codec.direct != directNone && (tx != "" || c.cfg.tx == nil) {
+		// The payload is encoded straight into the frame.
+		if tx == "" {
+			tx = newUUID()
+		}
+		frame, encErr, err := c.codec.frameValue(dst, typ, tx, payload, unixMilli(deadline))
+		if encErr != nil {
+			return frame, "", "", fmt.Errorf("worker: %s: encoding payload: %w", typ, encErr)
+		}
+		return frame, tx, tx, err
+	}
+	pbuf := getBuf()
+	defer putBuf(pbuf)
+	p, err := c.cfg.ser.AppendPayload((*pbuf)[:0], payload)
+	if err != nil {
+		return dst, "", "", fmt.Errorf("worker: %s: encoding payload: %w", typ, err)
+	}
+	*pbuf = p
+	m := Message{Kind: KindRequest, Type: typ, Tx: tx, Payload: p, Deadline: deadline, ser: c.cfg.ser}
+	if m.Tx == "" {
+		if c.cfg.tx != nil {
+			m.Tx = c.cfg.tx(&m)
+		} else {
+			m.Tx = newUUID()
+		}
+	}
+	keep = m.Tx
+	if err := runMiddleware(ctx, c.cfg.mw, Outgoing, &m); err != nil {
+		return dst, keep, "", err
+	}
+	frame, err = c.codec.frameMessage(dst, &m)
+	return frame, keep, m.Tx, err
 }
 
 // deadline returns the call's effective deadline and, when Options.Timeout
@@ -177,13 +207,17 @@ func (c *Client) deadline(ctx context.Context, typ string) (time.Time, time.Dura
 	return d, 0
 }
 
-// abandon gives up on a call whose context ended: a late reply is dropped
-// quietly, and a worker that can is told to cancel the handler.
-func (c *Client) abandon(cl *call, tx string, cause error) error {
+// abandon gives up on a call whose context ended: a request still queued
+// is taken back; otherwise a late reply is dropped quietly, and a worker
+// that can is told to cancel the handler.
+func (c *Client) abandon(cl *call, tx string, ticket uint64, cause error) error {
 	if !c.forget(tx) {
 		return c.wait(cl) // the reply won the race; it is being delivered
 	}
 	c.release(cl)
+	if ticket != 0 && c.wq.remove(ticket) {
+		return cause // never sent
+	}
 	if c.peer.cancel {
 		go c.sendCancel(tx)
 	}
@@ -237,32 +271,25 @@ func (c *Client) take(tx []byte) *call {
 	return cl
 }
 
-// write writes one whole frame. Waiting for the right to write respects
-// ctx; the write itself is bounded by the call's deadline. A write cut in
-// the middle of a frame breaks the stream, so it fails the connection.
-func (c *Client) write(ctx context.Context, frame []byte, deadline time.Time) error {
-	select {
-	case c.wsem <- struct{}{}:
-	case <-ctx.Done():
-		return context.Cause(ctx)
+// write writes one whole frame, or queues it behind the frames being
+// written (see wqueue). Waiting for the right to write respects ctx; the
+// write itself is bounded by the call's deadline. A write cut in the middle
+// of a frame breaks the stream, so it fails the connection.
+//
+// A frame that is queued rather than written at once can be taken back
+// with its ticket (when removable is set and the ticket is not 0).
+func (c *Client) write(ctx context.Context, frame []byte, deadline time.Time, removable bool) (ticket uint64, err error) {
+	ticket, broken, err := c.wq.write(ctx.Done(), frame, deadline, removable)
+	switch {
+	case err == nil:
+		return ticket, nil
+	case err == errWaitCanceled || ctx.Err() != nil:
+		return 0, context.Cause(ctx)
+	case !broken && isTimeout(err):
+		// The call's deadline passed while the worker was not reading.
+		return 0, fmt.Errorf("worker: writing to the worker: %w (%v)", context.DeadlineExceeded, err)
 	}
-	defer func() { <-c.wsem }()
-	if !deadline.IsZero() {
-		c.conn.SetWriteDeadline(deadline)
-		defer c.conn.SetWriteDeadline(time.Time{})
-	}
-	n, err := c.conn.Write(frame)
-	if err == nil {
-		return nil
-	}
-	var ne net.Error
-	if n > 0 || !errors.As(err, &ne) || !ne.Timeout() {
-		c.fail(c.lostErr(fmt.Errorf("worker: writing to the worker: %w", err)))
-	}
-	if ctx.Err() != nil {
-		return context.Cause(ctx)
-	}
-	return fmt.Errorf("worker: writing to the worker: %w", err)
+	return 0, fmt.Errorf("worker: writing to the worker: %w", err)
 }
 
 // sendCancel tells the worker to cancel the handler of tx.
@@ -276,7 +303,7 @@ func (c *Client) notify(typ string, payload any) {
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		_ = c.write(ctx, frame, time.Now().Add(time.Second))
+		_, _ = c.write(ctx, frame, time.Now().Add(time.Second), false)
 	}
 }
 
@@ -316,6 +343,9 @@ func (c *Client) readLoop() {
 	for {
 		frame, err := c.rd.Next()
 		if err != nil {
+			if errors.Is(err, wire.ErrTooLarge) {
+				err = fmt.Errorf("%w: %w", ErrProtocol, err)
+			}
 			c.fail(c.lostErr(fmt.Errorf("worker: connection lost: %w", err)))
 			return
 		}
@@ -395,7 +425,8 @@ func runMiddleware(ctx context.Context, mw []Middleware, dir Direction, m *Messa
 func safeMiddleware(ctx context.Context, f Middleware, dir Direction, m *Message) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("panic: %v", r)
+			err = &RemoteError{Name: "Panic", Message: fmt.Sprintf("panic in %s middleware: %v", dir, r),
+				Code: CodePanic, Stack: string(debug.Stack())}
 		}
 	}()
 	return f(ctx, dir, m)
@@ -415,7 +446,7 @@ func putBuf(b *[]byte) {
 type hostConfig struct {
 	ser         Serializer
 	mw          []Middleware
-	tx          func(*Message) string
+	tx          func(*Message) string // nil: newUUID
 	log         *logger
 	timeout     time.Duration
 	timeouts    map[string]time.Duration
@@ -440,9 +471,6 @@ func (o *Options) resolve() *hostConfig {
 		startup: orDefault(o.StartupTimeout, DefaultStartupTimeout), hostConnect: orDefault(o.HostConnectTimeout, DefaultHostConnectTimeout),
 		connect: o.Connect, grace: orDefault(o.GracePeriod, DefaultGracePeriod), crash: o.OnCrash,
 		detached: o.Detached, socketPath: o.SocketPath, max: orDefault(o.MaxMessageSize, DefaultMaxMessageSize), base: o.BaseProtocol,
-	}
-	if c.tx == nil {
-		c.tx = func(*Message) string { return newUUID() }
 	}
 	return c
 }

@@ -134,11 +134,20 @@ func TestSerializerMismatchFailsSpawn(t *testing.T) {
 	for _, tc := range []struct {
 		mode string
 		ser  worker.Serializer
-	}{{"", worker.Binary{}}, {"binary", worker.JSON{}}} {
+	}{{"json", worker.Binary{}}, {"binary", worker.JSON{}}} {
 		_, err := worker.Spawn(testCtx(t), helperCmd(t, tc.mode), &worker.Options{Serializer: tc.ser})
-		if !errors.Is(err, worker.ErrCrashed) || !strings.Contains(err.Error(), "serializer mismatch") {
+		if !errors.Is(err, worker.ErrSerializerMismatch) || !strings.Contains(err.Error(), "configure the same serializer") {
 			t.Fatalf("host %s, worker mode %q: got %v", tc.ser.Name(), tc.mode, err)
 		}
+	}
+}
+
+// A worker that did not choose a serializer follows the host's built-in one.
+func TestWorkerAdoptsTheHostsBuiltinSerializer(t *testing.T) {
+	w := spawn(t, "", &worker.Options{Serializer: worker.Binary{}})
+	got, err := worker.Call(testCtx(t), w, Echo, []byte{0, 1, 2, 255})
+	if err != nil || string(got) != "\x00\x01\x02\xff" {
+		t.Fatalf("got %q, %v", got, err)
 	}
 }
 

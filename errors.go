@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -55,7 +56,8 @@ const (
 	CodeShuttingDown   = "E_SHUTTING_DOWN"
 	CodeDuplicateTx    = "E_DUPLICATE_TX"
 	CodeTooLarge       = "E_TOO_LARGE"
-	CodeCanceled       = "E_CANCELED"
+	CodeCanceled       = "E_CANCELED"          // the handler returned its context's error after a cancellation
+	CodeDeadline       = "E_DEADLINE_EXCEEDED" // the handler returned its context's error after the deadline
 )
 
 // unknownPrefix is the message of the TypeScript worker's unknown-type reply.
@@ -121,8 +123,13 @@ func (e *RemoteError) ErrorCode() string { return e.Code }
 // Is reports whether target is an error with the same code (see CodeError),
 // or ErrUnknownMessage for an unknown-type reply.
 func (e *RemoteError) Is(target error) bool {
-	if target == ErrUnknownMessage {
+	switch target {
+	case ErrUnknownMessage:
 		return e.Code == CodeUnknownMessage || strings.HasPrefix(e.Message, unknownPrefix)
+	case context.Canceled:
+		return e.Code == CodeCanceled
+	case context.DeadlineExceeded:
+		return e.Code == CodeDeadline
 	}
 	if c, ok := target.(interface{ ErrorCode() string }); ok && e.Code != "" {
 		return c.ErrorCode() == e.Code

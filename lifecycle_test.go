@@ -58,7 +58,8 @@ type (
 var (
 	// LCAwait returns once N more requests of Type have started running.
 	LCAwait = worker.Define[LCAwaitReq, worker.Void]("lcAwait")
-	// LCCrash writes Stderr to stderr and exits with Code.
+	// LCCrash writes Stderr to stderr and exits with Code; with a negative
+	// Code it returns instead.
 	LCCrash = worker.Define[LCCrashReq, worker.Void]("lcCrash")
 	// LCCrashOnce crashes (exit 5) unless the marker file exists, which it
 	// creates first; then it answers "recovered".
@@ -137,7 +138,9 @@ func lcWorker() {
 	})
 	worker.Handle(s, LCCrash, func(ctx context.Context, r LCCrashReq) (worker.Void, error) {
 		fmt.Fprintln(os.Stderr, r.Stderr)
-		os.Exit(r.Code)
+		if r.Code >= 0 {
+			os.Exit(r.Code)
+		}
 		return worker.Void{}, nil
 	})
 	worker.Handle(s, LCCrashOnce, func(ctx context.Context, marker string) (string, error) {
@@ -370,21 +373,18 @@ func TestLifecycleCrashFailsCallsInFlight(t *testing.T) {
 				t.Fatalf("awaiting the sleeps: %v", err)
 			}
 			marker := "lc: about to die (" + how + ")"
-			crashed := time.Now()
+			var crashed time.Time
 			if how == "exit" {
+				crashed = time.Now()
 				_, err := worker.Call(ctx, w, LCCrash, LCCrashReq{Stderr: marker, Code: 7})
 				if ce := lcCrash(t, err); ce.Type != LCCrash.Name() || ce.ExitCode != 7 {
 					t.Fatalf("the crashing call: got %+v", ce)
 				}
 			} else {
-				if _, err := worker.Call(ctx, w, Echo, []byte(marker)); err != nil {
+				if _, err := worker.Call(ctx, w, LCCrash, LCCrashReq{Stderr: marker, Code: -1}); err != nil {
 					t.Fatal(err)
 				}
-				// Stderr is written by the Echo handler? No: write it ourselves
-				// through the worker's own stderr by a crash-free path.
-				if _, err := worker.Call(ctx, w, LCAwait, LCAwaitReq{Type: "none", N: 0}); err != nil {
-					t.Fatal(err)
-				}
+				crashed = time.Now()
 				if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 					t.Fatal(err)
 				}
@@ -404,8 +404,8 @@ func TestLifecycleCrashFailsCallsInFlight(t *testing.T) {
 						t.Fatalf("call %d: got exit code %d, signal %q, stderr %q", i, ce.ExitCode, ce.Signal, ce.Stderr)
 					}
 				case "sigkill":
-					if ce.ExitCode != -1 || ce.Signal != syscall.SIGKILL.String() {
-						t.Fatalf("call %d: got exit code %d, signal %q", i, ce.ExitCode, ce.Signal)
+					if ce.ExitCode != -1 || ce.Signal != syscall.SIGKILL.String() || !strings.Contains(ce.Stderr, marker) {
+						t.Fatalf("call %d: got exit code %d, signal %q, stderr %q", i, ce.ExitCode, ce.Signal, ce.Stderr)
 					}
 				}
 			}
@@ -422,5 +422,730 @@ func TestLifecycleCrashFailsCallsInFlight(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+func TestLifecycleCrashRetryRestarts(t *testing.T) {
+	type restart struct {
+		crash  *worker.CrashError
+		newPid int
+	}
+	restarts := make(chan restart, 8)
+	w := lcSpawn(t, "", &worker.Options{OnCrash: worker.CrashPolicy{Attempts: 3,
+		OnRestart: func(c *worker.CrashError, newPid int) { restarts <- restart{c, newPid} }}})
+	ctx := testCtx(t)
+	old := w.Pid()
+	marker := filepath.Join(lcDir(t), "crashed-once")
+
+	got, err := worker.Call(ctx, w, LCCrashOnce, marker)
+	if err != nil || got != "recovered" {
+		t.Fatalf("got %q, %v; want the retry on a fresh worker to succeed", got, err)
+	}
+	if !lcExists(marker) {
+		t.Fatal("the first attempt did not run")
+	}
+	now := w.Pid()
+	if now == old || now == 0 {
+		t.Fatalf("Pid: %d before, %d after the crash", old, now)
+	}
+	if !lcEventually(5*time.Second, func() bool { return lcGone(old) }) {
+		t.Fatalf("the crashed process %d is still there", old)
+	}
+	r := lcRecv(t, restarts, 10*time.Second, "OnRestart")
+	if r.newPid != now || r.crash.Pid != old || r.crash.ExitCode != 5 ||
+		!strings.Contains(r.crash.Stderr, "first run, crashing") {
+		t.Fatalf("OnRestart got newPid %d (want %d), crash %+v", r.newPid, now, r.crash)
+	}
+	if got, err := worker.Call(ctx, w, GetPid, worker.Void{}); err != nil || got != now {
+		t.Fatalf("the new worker answers %d, %v; want %d", got, err, now)
+	}
+	select {
+	case r := <-restarts:
+		t.Fatalf("a second restart: %+v", r)
+	default:
+	}
+}
+
+func TestLifecycleCrashAttemptsByType(t *testing.T) {
+	ctx := testCtx(t)
+	t.Run("override", func(t *testing.T) {
+		var mu sync.Mutex
+		restarts := 0
+		w := lcSpawn(t, "", &worker.Options{OnCrash: worker.CrashPolicy{Attempts: 3,
+			AttemptsByType: map[string]int{Exit.Name(): 1, LCCrash.Name(): 2},
+			OnRestart:      func(*worker.CrashError, int) { mu.Lock(); restarts++; mu.Unlock() }}})
+
+		_, err := worker.Call(ctx, w, Exit, 9) // overridden down to 1
+		if ce := lcCrash(t, err); ce.Type != Exit.Name() || ce.Attempt != 1 || ce.MaxAttempts != 1 || ce.ExitCode != 9 {
+			t.Fatalf("exit: got %+v", ce)
+		}
+		_, err = worker.Call(ctx, w, LCCrash, LCCrashReq{Stderr: "lc: typed crash", Code: 4}) // overridden to 2
+		ce := lcCrash(t, err)
+		if ce.Type != LCCrash.Name() || ce.Attempt != 2 || ce.MaxAttempts != 2 || ce.ExitCode != 4 ||
+			!strings.Contains(ce.Stderr, "lc: typed crash") {
+			t.Fatalf("lcCrash: got %+v", ce)
+		}
+		// The default, 3 attempts, still applies to other types.
+		if got, err := worker.Call(ctx, w, LCCrashOnce, filepath.Join(lcDir(t), "m")); err != nil || got != "recovered" {
+			t.Fatalf("lcCrashOnce: got %q, %v", got, err)
+		}
+		if _, err := worker.Call(ctx, w, Ping, PingReq{}); err != nil {
+			t.Fatalf("after the crashes: %v", err)
+		}
+		// 1 (exit) + 2 (lcCrash) + 1 (lcCrashOnce) crashes, each replaced.
+		if !lcEventually(5*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return restarts == 4 }) {
+			mu.Lock()
+			t.Fatalf("%d restarts, want 4", restarts)
+		}
+	})
+	t.Run("only-by-type", func(t *testing.T) {
+		// Attempts is left at 1: the per-type entry alone enables restarts.
+		w := lcSpawn(t, "", &worker.Options{OnCrash: worker.CrashPolicy{
+			AttemptsByType: map[string]int{LCCrashOnce.Name(): 2}}})
+		if got, err := worker.Call(ctx, w, LCCrashOnce, filepath.Join(lcDir(t), "m")); err != nil || got != "recovered" {
+			t.Fatalf("lcCrashOnce: got %q, %v", got, err)
+		}
+		_, err := worker.Call(ctx, w, Exit, 6)
+		if ce := lcCrash(t, err); ce.Attempt != 1 || ce.MaxAttempts != 1 || ce.ExitCode != 6 {
+			t.Fatalf("exit: got %+v", ce)
+		}
+		if _, err := worker.Call(ctx, w, Ping, PingReq{}); err != nil {
+			t.Fatalf("after the crash: %v", err)
+		}
+	})
+}
+
+// --- 2. No orphans --------------------------------------------------------
+
+func TestLifecycleKilledHostLeavesNoOrphan(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(lcDir(t), "w.sock")
+	host := exec.Command(exe, "-test.run=^$")
+	host.Env = append(os.Environ(), envLCRole+"=host", envLCSock+"="+sock, "GORACE=atexit_sleep_ms=0")
+	host.Stderr = os.Stderr
+	stdin, err := host.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := host.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := host.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var waitOnce sync.Once
+	wait := func() { waitOnce.Do(func() { host.Wait() }) }
+	var wpid int
+	t.Cleanup(func() {
+		stdin.Close()
+		host.Process.Kill()
+		wait()
+		if wpid > 0 && !lcGone(wpid) {
+			syscall.Kill(-wpid, syscall.SIGKILL) // the test failed: do not leave it behind
+		}
+	})
+
+	line := lcReadLine(t, stdout)
+	var path string
+	if _, err := fmt.Sscanf(line, "%d %s", &wpid, &path); err != nil || path != sock {
+		t.Fatalf("host printed %q", line)
+	}
+	if ppid, _ := procStat(wpid); ppid != host.Process.Pid || !lcIsSocket(sock) {
+		t.Fatalf("worker %d: parent %d (want the host %d), socket there: %v", wpid, ppid, host.Process.Pid, lcIsSocket(sock))
+	}
+
+	if err := host.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	wait()
+	killed := time.Now()
+	ok := lcEventually(time.Second, func() bool { return lcGone(wpid) && !lcExists(sock) })
+	if !ok {
+		t.Fatalf("1s after the host was killed: worker %d gone: %v, socket there: %v",
+			wpid, lcGone(wpid), lcExists(sock))
+	}
+	t.Logf("worker gone and socket removed %v after the host was killed", time.Since(killed).Round(time.Millisecond))
+}
+
+// lcReadLine reads one line from r, within 20s.
+func lcReadLine(t testing.TB, r io.Reader) string {
+	t.Helper()
+	type result struct {
+		line string
+		err  error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		line, err := bufio.NewReader(r).ReadString('\n')
+		ch <- result{strings.TrimSpace(line), err}
+	}()
+	res := lcRecv(t, ch, 20*time.Second, "a line from the host")
+	if res.err != nil {
+		t.Fatalf("reading from the host: %v (got %q)", res.err, res.line)
+	}
+	return res.line
+}
+
+func TestLifecycleCloseKillsProcessGroup(t *testing.T) {
+	w := lcSpawn(t, "", nil)
+	ctx := testCtx(t)
+	gpid, err := worker.Call(ctx, w, LCGrandchild, worker.Void{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if !lcGone(gpid) {
+			syscall.Kill(gpid, syscall.SIGKILL)
+		}
+	})
+	f := lcStatFields(t, strconv.Itoa(gpid))
+	if lcGone(gpid) || f[1] != strconv.Itoa(w.Pid()) || f[2] != strconv.Itoa(w.Pid()) {
+		t.Fatalf("grandchild %d: state %s, parent %s, group %s; want a live child in group %d", gpid, f[0], f[1], f[2], w.Pid())
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !lcEventually(2*time.Second, func() bool { return lcGone(gpid) }) {
+		t.Fatalf("the grandchild %d outlived Close", gpid)
+	}
+}
+
+// --- 3. Graceful stops ----------------------------------------------------
+
+func TestLifecycleShutdownDrainsCallInFlight(t *testing.T) {
+	sent, sentCh := lcSent(Sleep.Name())
+	held := make(chan struct{})
+	release := make(chan struct{})
+	// Hold the reply of the sleep on its way in: the call stays in flight
+	// for as long as the test needs.
+	hold := func(ctx context.Context, dir worker.Direction, m *worker.Message) error {
+		if dir == worker.Incoming && m.Type == Sleep.Name()+"Result" {
+			close(held)
+			<-release
+		}
+		return nil
+	}
+	sock := filepath.Join(lcDir(t), "w.sock")
+	w := lcSpawn(t, "", &worker.Options{SocketPath: sock, Middleware: []worker.Middleware{sent, hold}})
+	pid := w.Pid()
+	ctx := testCtx(t)
+
+	type result struct {
+		res SleepRes
+		err error
+	}
+	call := make(chan result, 1)
+	go func() {
+		res, err := worker.Call(ctx, w, Sleep, SleepReq{Ms: 300})
+		call <- result{res, err}
+	}()
+	lcRecv(t, sentCh, 10*time.Second, "the sleep to be sent")
+	shut := make(chan error, 1)
+	go func() { shut <- w.Shutdown(ctx) }()
+
+	// Disconnect reports ErrClosed once Shutdown has begun (and, on this
+	// shutdown-on-disconnect worker, ErrNotKeepAlive before that).
+	if !lcEventually(5*time.Second, func() bool { return errors.Is(w.Disconnect(), worker.ErrClosed) }) {
+		t.Fatal("Shutdown did not begin")
+	}
+	if _, err := worker.Call(ctx, w, Ping, PingReq{}); !errors.Is(err, worker.ErrClosed) {
+		t.Fatalf("a new call during Shutdown: got %v, want ErrClosed", err)
+	}
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned %v with a call in flight", err)
+	default:
+	}
+	lcRecv(t, held, 10*time.Second, "the sleep's reply")
+	close(release)
+	if r := lcRecv(t, call, 10*time.Second, "the sleep"); r.err != nil || !r.res.Slept {
+		t.Fatalf("the call in flight: got %+v, %v; want it to complete", r.res, r.err)
+	}
+	if err := lcRecv(t, shut, 10*time.Second, "Shutdown"); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if !lcGone(pid) || w.IsActive() || lcExists(sock) {
+		t.Fatalf("after Shutdown: process gone %v, IsActive %v, socket there %v", lcGone(pid), w.IsActive(), lcExists(sock))
+	}
+}
+
+func TestLifecycleShutdownExpiredContext(t *testing.T) {
+	sent, sentCh := lcSent(Sleep.Name())
+	sock := filepath.Join(lcDir(t), "w.sock")
+	w := lcSpawn(t, "", &worker.Options{SocketPath: sock, GracePeriod: 5 * time.Second, Middleware: []worker.Middleware{sent}})
+	pid := w.Pid()
+	call := make(chan error, 1)
+	go func() {
+		_, err := worker.Call(testCtx(t), w, Sleep, SleepReq{Ms: 60_000})
+		call <- err
+	}()
+	lcRecv(t, sentCh, 10*time.Second, "the sleep to be sent")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	start := time.Now()
+	err := w.Shutdown(ctx)
+	elapsed := time.Since(start)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Shutdown: got %v, want context.Canceled", err)
+	}
+	if elapsed > 2500*time.Millisecond { // half the grace period: no drain, no wait for a kill
+		t.Fatalf("Shutdown with an expired context took %v", elapsed)
+	}
+	if err := lcRecv(t, call, 5*time.Second, "the call in flight"); !errors.Is(err, worker.ErrClosed) {
+		t.Fatalf("the call in flight: got %v, want ErrClosed", err)
+	}
+	if !lcGone(pid) || lcExists(sock) {
+		t.Fatalf("after Shutdown: process gone %v, socket there %v", lcGone(pid), lcExists(sock))
+	}
+}
+
+func TestLifecycleSIGTERMDrainsAndExitsZero(t *testing.T) {
+	w := lcSpawn(t, "", nil)
+	ctx := testCtx(t)
+	start := time.Now()
+	// The handler sends SIGTERM to its own worker, then sleeps 300ms: the
+	// signal arrives with the call in flight.
+	res, err := worker.Call(ctx, w, LCTermSelf, 300)
+	if err != nil || !res.Slept {
+		t.Fatalf("the call in flight during SIGTERM: got %+v, %v", res, err)
+	}
+	if d := time.Since(start); d < 300*time.Millisecond {
+		t.Fatalf("the call took %v", d)
+	}
+	if !lcEventually(5*time.Second, func() bool { return !w.IsActive() && !w.IsConnected() }) {
+		t.Fatal("the worker did not exit after SIGTERM")
+	}
+	_, err = worker.Call(ctx, w, Ping, PingReq{})
+	if ce := lcCrash(t, err); ce.ExitCode != 0 || ce.Signal != "" {
+		t.Fatalf("got exit code %d, signal %q; want a clean exit: %v", ce.ExitCode, ce.Signal, ce)
+	}
+}
+
+func TestLifecycleCloseIdempotentAndBounded(t *testing.T) {
+	for _, detached := range []bool{false, true} {
+		t.Run(fmt.Sprintf("detached=%v", detached), func(t *testing.T) {
+			// Detached, only SIGKILL after the grace period stops it; otherwise
+			// the lifeline does, well before the (longer) grace period.
+			grace := 3 * time.Second
+			if detached {
+				grace = 500 * time.Millisecond
+			}
+			sock := filepath.Join(lcDir(t), "w.sock")
+			w := lcSpawn(t, "", &worker.Options{SocketPath: sock, GracePeriod: grace, Detached: detached})
+			pid := w.Pid()
+			ctx := testCtx(t)
+			call := make(chan error, 1)
+			go func() {
+				_, err := worker.Call(ctx, w, LCStubborn, worker.Void{})
+				call <- err
+			}()
+			// The stubborn handler runs and SIGTERM is ignored.
+			if _, err := worker.Call(ctx, w, LCAwait, LCAwaitReq{Type: LCStubborn.Name(), N: 1}); err != nil {
+				t.Fatal(err)
+			}
+
+			start := time.Now()
+			errs := make(chan error, 2)
+			for range 2 {
+				go func() { errs <- w.Close() }()
+			}
+			for range 2 {
+				if err := lcRecv(t, errs, 10*time.Second, "Close"); err != nil {
+					t.Fatalf("Close: %v", err)
+				}
+			}
+			elapsed := time.Since(start)
+			if detached {
+				// No lifeline: only SIGKILL, after the grace period, stops it.
+				if elapsed < grace || elapsed > grace+2*time.Second {
+					t.Fatalf("Close took %v; want the grace period %v, then a kill", elapsed, grace)
+				}
+			} else if elapsed > grace {
+				// The lifeline stops it without waiting for the grace period.
+				t.Fatalf("Close took %v, more than the grace period %v", elapsed, grace)
+			}
+			if !lcGone(pid) || w.IsActive() || lcExists(sock) {
+				t.Fatalf("after Close: process gone %v, IsActive %v, socket there %v", lcGone(pid), w.IsActive(), lcExists(sock))
+			}
+			if err := lcRecv(t, call, 5*time.Second, "the call in flight"); !errors.Is(err, worker.ErrClosed) {
+				t.Fatalf("the call in flight: got %v, want ErrClosed", err)
+			}
+			start = time.Now()
+			if err := w.Close(); err != nil || time.Since(start) > 100*time.Millisecond {
+				t.Fatalf("a further Close: %v after %v", err, time.Since(start))
+			}
+			if _, err := worker.Call(ctx, w, Ping, PingReq{}); !errors.Is(err, worker.ErrClosed) {
+				t.Fatalf("a call after Close: got %v, want ErrClosed", err)
+			}
+		})
+	}
+}
+
+// --- 4. Disconnect and reconnect ------------------------------------------
+
+func TestLifecycleDisconnectNeedsKeepAlive(t *testing.T) {
+	w := lcSpawn(t, "", nil)
+	ctx := testCtx(t)
+	if err := w.Disconnect(); !errors.Is(err, worker.ErrNotKeepAlive) {
+		t.Fatalf("Disconnect: got %v, want ErrNotKeepAlive", err)
+	}
+	if err := w.Reconnect(ctx); !errors.Is(err, worker.ErrNotKeepAlive) {
+		t.Fatalf("Reconnect: got %v, want ErrNotKeepAlive", err)
+	}
+	if _, err := worker.Call(ctx, w, Ping, PingReq{}); err != nil || !w.IsConnected() {
+		t.Fatalf("the connection was touched: %v, connected %v", err, w.IsConnected())
+	}
+}
+
+func TestLifecycleKeepAliveDisconnectReconnectAttach(t *testing.T) {
+	sent, sentCh := lcSent(Sleep.Name())
+	sock := filepath.Join(lcDir(t), "w.sock")
+	w := lcSpawn(t, "keepalive", &worker.Options{SocketPath: sock, Middleware: []worker.Middleware{sent}})
+	pid := w.Pid()
+	ctx := testCtx(t)
+
+	call := make(chan error, 1)
+	go func() {
+		_, err := worker.Call(ctx, w, Sleep, SleepReq{Ms: 60_000})
+		call <- err
+	}()
+	lcRecv(t, sentCh, 10*time.Second, "the sleep to be sent")
+	if err := w.Disconnect(); err != nil {
+		t.Fatalf("Disconnect: %v", err)
+	}
+	if err := lcRecv(t, call, 5*time.Second, "the call in flight"); !errors.Is(err, worker.ErrNotConnected) {
+		t.Fatalf("the call in flight: got %v, want ErrNotConnected", err)
+	}
+	if !w.IsActive() || w.IsConnected() || lcGone(pid) || !lcIsSocket(sock) {
+		t.Fatalf("after Disconnect: IsActive %v, IsConnected %v, gone %v, socket %v",
+			w.IsActive(), w.IsConnected(), lcGone(pid), lcIsSocket(sock))
+	}
+	if _, err := worker.Call(ctx, w, Ping, PingReq{}); !errors.Is(err, worker.ErrNotConnected) {
+		t.Fatalf("a call while disconnected: got %v, want ErrNotConnected", err)
+	}
+
+	if err := w.Reconnect(ctx); err != nil {
+		t.Fatalf("Reconnect: %v", err)
+	}
+	if got, err := worker.Call(ctx, w, GetPid, worker.Void{}); err != nil || got != pid || !w.IsConnected() {
+		t.Fatalf("after Reconnect: %d, %v, connected %v", got, err, w.IsConnected())
+	}
+
+	// A second host takes over once the first has disconnected.
+	if err := w.Disconnect(); err != nil {
+		t.Fatal(err)
+	}
+	other, err := worker.Attach(ctx, w.Token(), nil)
+	if err != nil {
+		t.Fatalf("Attach: %v", err)
+	}
+	if got, err := worker.Call(ctx, other, GetPid, worker.Void{}); err != nil || got != pid || other.Pid() != pid {
+		t.Fatalf("through the second host: %d, %v (Pid %d); want %d", got, err, other.Pid(), pid)
+	}
+	if err := other.Disconnect(); err != nil {
+		t.Fatalf("second host's Disconnect: %v", err)
+	}
+	if err := w.Reconnect(ctx); err != nil {
+		t.Fatalf("Reconnect after the second host: %v", err)
+	}
+	if _, err := worker.Call(ctx, w, Ping, PingReq{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !lcGone(pid) || lcExists(sock) {
+		t.Fatalf("after Close: gone %v, socket there %v", lcGone(pid), lcExists(sock))
+	}
+}
+
+func TestLifecycleHostConnectTimeout(t *testing.T) {
+	sock := filepath.Join(lcDir(t), "w.sock")
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer readyR.Close()
+	sd := wire.StartupData{Driver: wire.Driver, SocketPath: sock, Serializer: worker.JSON{}.Name(),
+		ServerConnectTimeout: 300, ReadyFD: 3}
+	cmd := helperCmd(t, "")
+	cmd.Env = append(cmd.Env, sd.Env()...)
+	cmd.ExtraFiles = []*os.File{readyW}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	readyW.Close()
+	exited := make(chan error, 1)
+	waited := make(chan struct{})
+	go func() { exited <- cmd.Wait(); close(waited) }()
+	defer func() {
+		cmd.Process.Kill() // if the test failed before it exited
+		<-waited
+	}()
+
+	var b [1]byte
+	if n, _ := readyR.Read(b[:]); n != 1 || !lcIsSocket(sock) {
+		t.Fatalf("the worker did not report listening (socket there: %v)", lcIsSocket(sock))
+	}
+	err = lcRecv(t, exited, 10*time.Second, "the unconnected worker to exit")
+	elapsed := time.Since(start)
+	if err != nil {
+		t.Fatalf("the worker exited with %v, want 0", err)
+	}
+	if elapsed < 300*time.Millisecond {
+		t.Fatalf("the worker exited after %v, before its host-connect timeout", elapsed)
+	}
+	if lcExists(sock) {
+		t.Fatal("the worker left its socket file behind")
+	}
+}
+
+// --- 5. Detached workers, attached from another process -------------------
+
+func TestLifecycleDetachedSurvivesHostAndAttach(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(lcDir(t), "w.sock")
+	hctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	host := exec.CommandContext(hctx, exe, "-test.run=^$")
+	host.Env = append(os.Environ(), envLCRole+"=detached-host", envLCSock+"="+sock, "GORACE=atexit_sleep_ms=0")
+	host.Stderr = os.Stderr
+	out, err := host.Output()
+	var wpid int
+	var tok string
+	fmt.Sscanf(string(out), "%d %s", &wpid, &tok)
+	if wpid > 0 {
+		t.Cleanup(func() {
+			if !lcGone(wpid) {
+				syscall.Kill(-wpid, syscall.SIGKILL) // the test failed: do not leave it behind
+			}
+		})
+	}
+	if err != nil || wpid <= 0 || tok == "" {
+		t.Fatalf("detached host: %v, printed %q", err, out)
+	}
+
+	// The worker outlived its host, in a session of its own.
+	if lcGone(wpid) || !lcIsSocket(sock) {
+		t.Fatalf("the detached worker %d did not survive its host (socket there: %v)", wpid, lcIsSocket(sock))
+	}
+	mine := lcStatFields(t, "self")[3]
+	if f := lcStatFields(t, strconv.Itoa(wpid)); f[3] == mine || f[3] != strconv.Itoa(wpid) {
+		t.Fatalf("the detached worker's session is %s; ours is %s", f[3], mine)
+	}
+
+	ctx := testCtx(t)
+	for _, field := range []string{"id", "secret"} {
+		bad := lcTamper(t, tok, field)
+		if a, err := worker.Attach(ctx, bad, nil); !errors.Is(err, worker.ErrUnauthorized) {
+			if a != nil {
+				a.Close()
+			}
+			t.Fatalf("Attach with a wrong %s: got %v, want ErrUnauthorized", field, err)
+		}
+	}
+
+	w, err := worker.Attach(ctx, tok, nil)
+	if err != nil {
+		t.Fatalf("Attach: %v", err)
+	}
+	defer w.Close()
+	if res, err := worker.Call(ctx, w, Ping, PingReq{Message: "attached"}); err != nil || res.Message != "pong: attached" {
+		t.Fatalf("Ping: %+v, %v", res, err)
+	}
+	if w.Pid() != wpid {
+		t.Fatalf("Pid: %d, want %d", w.Pid(), wpid)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !lcEventually(2*time.Second, func() bool { return lcGone(wpid) && !lcExists(sock) }) {
+		t.Fatalf("after Close: worker gone %v, socket there %v", lcGone(wpid), lcExists(sock))
+	}
+}
+
+// lcTamper returns tok with one field of its JSON changed.
+func lcTamper(t testing.TB, tok, field string) string {
+	t.Helper()
+	raw, err := base64.RawURLEncoding.DecodeString(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	s, ok := m[field].(string)
+	if !ok || s == "" {
+		t.Fatalf("token has no %q: %s", field, raw)
+	}
+	m[field] = strings.Repeat("0", len(s))
+	raw, _ = json.Marshal(m)
+	return base64.RawURLEncoding.EncodeToString(raw)
+}
+
+// --- 6. Cancellation and timeouts -----------------------------------------
+
+func TestLifecycleCancelReachesHandler(t *testing.T) {
+	w := lcSpawn(t, "", nil)
+	ctx, cancel := context.WithCancel(testCtx(t))
+	defer cancel()
+	call := make(chan error, 1)
+	go func() {
+		_, err := worker.Call(ctx, w, Sleep, SleepReq{Ms: 60_000})
+		call <- err
+	}()
+	if _, err := worker.Call(testCtx(t), w, LCAwait, LCAwaitReq{Type: Sleep.Name(), N: 1}); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	start := time.Now()
+	err := lcRecv(t, call, 5*time.Second, "the cancelled call")
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want context.Canceled", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("the cancelled call returned after %v", d)
+	}
+	lctx, lcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer lcancel()
+	if got, err := worker.Call(lctx, w, Canceled, ""); err != nil || got != context.Canceled.Error() {
+		t.Fatalf("the handler observed %q, %v; want %q", got, err, context.Canceled.Error())
+	}
+}
+
+func TestLifecycleDeadlineReachesHandler(t *testing.T) {
+	w := lcSpawn(t, "", nil)
+	dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if res, err := worker.Call(dctx, w, Sleep, SleepReq{Ms: 1}); err != nil || !res.HasDeadline {
+		t.Fatalf("with a deadline: %+v, %v; want the handler to have it", res, err)
+	}
+	if res, err := worker.Call(context.Background(), w, Sleep, SleepReq{Ms: 1}); err != nil || res.HasDeadline {
+		t.Fatalf("without a deadline: %+v, %v; want none in the handler", res, err)
+	}
+	// A deadline that passes ends the call and the handler.
+	sctx, scancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer scancel()
+	start := time.Now()
+	_, err := worker.Call(sctx, w, Sleep, SleepReq{Ms: 60_000})
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 3*time.Second {
+		t.Fatalf("got %v after %v, want context.DeadlineExceeded after 300ms", err, time.Since(start))
+	}
+	lcHandlerCanceled(t, w)
+}
+
+// lcHandlerCanceled checks that a sleep handler saw its context end.
+func lcHandlerCanceled(t testing.TB, w *worker.Worker) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	got, err := worker.Call(ctx, w, Canceled, "")
+	if err != nil || (got != context.Canceled.Error() && got != context.DeadlineExceeded.Error()) {
+		t.Fatalf("the handler observed %q, %v; want its context to end", got, err)
+	}
+}
+
+func TestLifecycleOptionsTimeouts(t *testing.T) {
+	t.Run("Timeout", func(t *testing.T) {
+		w := lcSpawn(t, "", &worker.Options{Timeout: 300 * time.Millisecond})
+		start := time.Now()
+		_, err := worker.Call(testCtx(t), w, Sleep, SleepReq{Ms: 60_000})
+		if d := time.Since(start); !errors.Is(err, context.DeadlineExceeded) || d < 250*time.Millisecond || d > 3*time.Second {
+			t.Fatalf("got %v after %v, want context.DeadlineExceeded after 300ms", err, d)
+		}
+		lcHandlerCanceled(t, w)
+		if res, err := worker.Call(context.Background(), w, Sleep, SleepReq{Ms: 1}); err != nil || !res.HasDeadline {
+			t.Fatalf("the timeout is the handler's deadline: %+v, %v", res, err)
+		}
+	})
+	t.Run("Timeouts", func(t *testing.T) {
+		w := lcSpawn(t, "", &worker.Options{Timeout: 200 * time.Millisecond,
+			Timeouts: map[string]time.Duration{Sleep.Name(): 10 * time.Second, Echo.Name(): 300 * time.Millisecond}})
+		// sleep's own timeout is longer than Timeout.
+		if res, err := worker.Call(testCtx(t), w, Sleep, SleepReq{Ms: 500}); err != nil || !res.Slept {
+			t.Fatalf("sleep under its 10s timeout: %+v, %v", res, err)
+		}
+		// lastCanceled has nothing to report: it blocks until Timeout.
+		start := time.Now()
+		_, err := worker.Call(testCtx(t), w, Canceled, "")
+		if d := time.Since(start); !errors.Is(err, context.DeadlineExceeded) || d > 3*time.Second {
+			t.Fatalf("lastCanceled: got %v after %v, want context.DeadlineExceeded after 200ms", err, d)
+		}
+		w2 := lcSpawn(t, "", &worker.Options{Timeouts: map[string]time.Duration{Sleep.Name(): 300 * time.Millisecond}})
+		start = time.Now()
+		_, err = worker.Call(testCtx(t), w2, Sleep, SleepReq{Ms: 60_000})
+		if d := time.Since(start); !errors.Is(err, context.DeadlineExceeded) || d < 250*time.Millisecond || d > 3*time.Second {
+			t.Fatalf("sleep: got %v after %v, want context.DeadlineExceeded after 300ms", err, d)
+		}
+		lcHandlerCanceled(t, w2)
+	})
+}
+
+// --- 7. Startup failures --------------------------------------------------
+
+func TestLifecycleStartupFailures(t *testing.T) {
+	t.Run("exit-at-startup", func(t *testing.T) {
+		tmp := lcDir(t)
+		t.Setenv("TMPDIR", tmp) // where Spawn makes the socket's directory
+		before := children()
+		start := time.Now()
+		w, err := worker.Spawn(testCtx(t), helperCmd(t, "exit-at-startup"), &worker.Options{StartupTimeout: 10 * time.Second})
+		elapsed := time.Since(start)
+		if err == nil {
+			w.Close()
+			t.Fatal("Spawn succeeded")
+		}
+		ce := lcCrash(t, err)
+		if ce.ExitCode != 3 || !strings.Contains(ce.Stderr, "boom") {
+			t.Fatalf("got exit code %d, stderr %q: %v", ce.ExitCode, ce.Stderr, err)
+		}
+		if elapsed > 3*time.Second {
+			t.Fatalf("Spawn failed after %v; want at once", elapsed)
+		}
+		lcNothingLeft(t, tmp, before, ce.Pid)
+	})
+	t.Run("never-listen", func(t *testing.T) {
+		tmp := lcDir(t)
+		t.Setenv("TMPDIR", tmp)
+		before := children()
+		start := time.Now()
+		w, err := worker.Spawn(testCtx(t), helperCmd(t, "never-listen"), &worker.Options{StartupTimeout: 300 * time.Millisecond})
+		elapsed := time.Since(start)
+		if err == nil {
+			w.Close()
+			t.Fatal("Spawn succeeded")
+		}
+		var ce *worker.CrashError
+		if !errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ce) {
+			t.Fatalf("got %v, want context.DeadlineExceeded", err)
+		}
+		if elapsed < 300*time.Millisecond || elapsed > 3*time.Second {
+			t.Fatalf("Spawn failed after %v; want the startup timeout, 300ms", elapsed)
+		}
+		lcNothingLeft(t, tmp, before, 0)
+	})
+}
+
+// lcNothingLeft checks that a failed Spawn left no process and no file.
+func lcNothingLeft(t testing.TB, tmp string, before []int, pid int) {
+	t.Helper()
+	if c := lcNewChildren(before); len(c) > 0 {
+		t.Fatalf("child processes left: %v", c)
+	}
+	if pid > 0 && !lcGone(pid) {
+		t.Fatalf("the worker %d is still there", pid)
+	}
+	if f := leftovers(tmp); len(f) > 0 {
+		t.Fatalf("files left: %v", f)
 	}
 }

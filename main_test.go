@@ -62,6 +62,7 @@ const (
 )
 
 func TestMain(m *testing.M) {
+	lifecycleRole() // lifecycle_test.go: host roles and lc workers; returns in the test process
 	if _, ok := os.LookupEnv("ISOLATED_WORKERS_STARTUP_DATA"); ok {
 		testWorker(os.Getenv(envMode))
 		return
@@ -82,6 +83,10 @@ func testWorker(mode string) {
 		opts.KeepAlive = true
 	case "binary":
 		opts.Serializer = worker.Binary{}
+	case "json":
+		opts.Serializer = worker.JSON{}
+	case "hostile", "peercred-dial":
+		hostileMode(mode) // hostile_modes_test.go; does not return
 	}
 	if os.Getenv("IW_TEST_LOG") != "" {
 		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))

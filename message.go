@@ -57,13 +57,17 @@ type Void struct{}
 // wrapped) when ctx ended first, or ErrClosed after Close. When ctx ends
 // first and the worker supports it, the handler's context is cancelled too.
 func Call[P, R any](ctx context.Context, c Caller, m MessageType[P, R], payload P) (R, error) {
-	var res R
-	var out any = &res
-	if _, void := any(res).(Void); void {
+	// One allocation for both: they escape through the Caller interface.
+	b := &struct {
+		p P
+		r R
+	}{p: payload}
+	var out any = &b.r
+	if _, void := any(b.r).(Void); void {
 		out = nil
 	}
-	err := c.invoke(ctx, m.name, &payload, out)
-	return res, err
+	err := c.invoke(ctx, m.name, &b.p, out)
+	return b.r, err
 }
 
 // Caller is what Call sends through: a *Client or a *Worker.
@@ -79,18 +83,23 @@ type Caller interface {
 func Handle[P, R any](s *Server, m MessageType[P, R], h func(ctx context.Context, payload P) (R, error)) {
 	_, void := any(*new(R)).(Void)
 	s.register(m.name, void, func(ctx context.Context, ser Serializer, payload []byte) (any, error) {
-		var p P
+		// One allocation for both: they escape through the Serializer.
+		b := new(struct {
+			p P
+			r R
+		})
 		if payload != nil {
-			if err := ser.DecodePayload(payload, &p); err != nil {
+			if err := ser.DecodePayload(payload, &b.p); err != nil {
 				return nil, &RemoteError{Name: "PayloadError", Code: CodeBadPayload,
 					Message: fmt.Sprintf("invalid payload for %q: %v", m.name, err)}
 			}
 		}
-		r, err := h(ctx, p)
+		r, err := h(ctx, b.p)
 		if err != nil || void {
 			return nil, err
 		}
-		return &r, nil
+		b.r = r
+		return &b.r, nil
 	})
 }
 

@@ -180,7 +180,7 @@ func (r Retry) retry(ctx context.Context, wake <-chan struct{}, try func() (perm
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("worker: connecting: %w (last error: %v)", context.Cause(ctx), err)
+			return fmt.Errorf("%w (last attempt: %v)", context.Cause(ctx), err)
 		case <-t.C:
 		case <-wake:
 			t.Stop()

@@ -173,18 +173,18 @@ func (w *Worker) connect(ctx context.Context, p *process, readyR *os.File) (*Cli
 			return false, err
 		}
 		c, err = newClient(ctx, conn, w.cfg, w.secret, w.id, p.lostConn)
-		if err != nil && ctx.Err() == nil && !p.hasExited() {
-			return true, err // refused by the worker: trying again will not help
-		}
-		return false, err
+		return refused(err), err
 	})
-	if err != nil && p.hasExited() {
+	if err != nil && !refused(err) && p.hasExited() {
 		return nil, p.crash(errors.New("the worker exited during startup"))
 	}
-	if err != nil && ctx.Err() != nil {
-		return nil, fmt.Errorf("%w (last error: %v)", context.Cause(ctx), err)
-	}
 	return c, err
+}
+
+// refused reports a handshake that the worker refused: trying again
+// cannot help.
+func refused(err error) bool {
+	return errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrSerializerMismatch)
 }
 
 // cloneCmd copies the parts of an exec.Cmd that describe what to run, so

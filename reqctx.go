@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"time"
+	"unsafe"
 )
 
 // request is one request being handled, and also its handler's context:
@@ -21,6 +22,20 @@ type request struct {
 	tx      string
 	h       *handler
 	payload *[]byte // a copy of the payload, nil when the request had none
+
+	txBuf [36]byte // holds tx when it fits (a UUID does): see setTx
+}
+
+// setTx sets r.tx to a copy of tx. One that fits is kept in r itself, so
+// that it costs no allocation of its own: the string then points into r,
+// whose txBuf is never written again.
+func (r *request) setTx(tx []byte) {
+	if len(tx) == 0 || len(tx) > len(r.txBuf) {
+		r.tx = string(tx)
+		return
+	}
+	n := copy(r.txBuf[:], tx)
+	r.tx = unsafe.String(&r.txBuf[0], n)
 }
 
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()

@@ -80,6 +80,15 @@ const maxPooled = 4 << 20
 
 // AppendPayload appends v encoded by encoding/json, with non-ASCII escaped.
 func (JSON) AppendPayload(dst []byte, v any) ([]byte, error) {
+	switch b := v.(type) {
+	case *[]byte:
+		if b == nil {
+			return append(dst, "null"...), nil
+		}
+		return appendJSONBytes(dst, *b), nil
+	case []byte:
+		return appendJSONBytes(dst, b), nil
+	}
 	e := jsonEncoders.Get().(*jsonEncoder)
 	e.buf.Reset()
 	err := e.enc.Encode(v)
@@ -98,7 +107,7 @@ func (JSON) AppendPayload(dst []byte, v any) ([]byte, error) {
 }
 
 // DecodePayload decodes data with encoding/json.
-func (JSON) DecodePayload(data []byte, v any) error { return json.Unmarshal(data, v) }
+func (JSON) DecodePayload(data []byte, v any) error { return decodeJSON(data, v) }
 
 // AppendMessage appends m as a JSON object.
 func (j JSON) AppendMessage(dst []byte, m *Message) ([]byte, error) {
@@ -192,11 +201,17 @@ func (Binary) appendEnvelope(dst []byte, typ, tx string, payload []byte, deadlin
 
 func (Binary) parseEnvelope(frame []byte, e *wire.Envelope) error { return wire.ParseBinary(frame, e) }
 
+// unixMilli rounds a deadline up to whole milliseconds, so that the
+// worker's copy never expires before the caller's own.
 func unixMilli(t time.Time) int64 {
 	if t.IsZero() {
 		return 0
 	}
-	return t.UnixMilli()
+	ms := t.UnixMilli()
+	if t.After(time.UnixMilli(ms)) {
+		ms++
+	}
+	return ms
 }
 
 func fromUnixMilli(ms int64) time.Time {
@@ -209,15 +224,17 @@ func fromUnixMilli(ms int64) time.Time {
 // codec is a connection's view of its serializer: framing, the size limit
 // and the fast path of the built-in serializers.
 type codec struct {
-	ser  Serializer
-	fast envelopeCodec
-	term []byte
-	max  int
+	ser    Serializer
+	fast   envelopeCodec
+	term   []byte
+	max    int
+	direct direct // how frameValue encodes (see codec_fast.go)
 }
 
 func newCodec(ser Serializer, max int) *codec {
 	c := &codec{ser: ser, term: ser.Terminator(), max: max}
 	c.fast, _ = ser.(envelopeCodec)
+	c.direct = directOf(ser)
 	return c
 }
 

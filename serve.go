@@ -38,8 +38,14 @@ func Serve(ctx context.Context, s *Server) error {
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
+	if !s.cfg.serChosen && d.Serializer == (Binary{}).Name() {
+		s.cfg.ser = Binary{} // no choice made here: follow the host's
+	}
 	if d.Serializer != "" && d.Serializer != s.cfg.ser.Name() {
-		return fmt.Errorf("%w: the host uses %s, this worker uses %s; configure the same serializer on both sides",
+		// Not a reason to exit before the host connects: the handshake
+		// refuses the host with ErrSerializerMismatch, so that the host
+		// learns why, and then the worker exits with this error.
+		s.mismatch = fmt.Errorf("%w: the host uses %s, this worker uses %s; configure the same serializer on both sides",
 			ErrSerializerMismatch, d.Serializer, s.cfg.ser.Name())
 	}
 	// The secret is not for the worker's own children.
@@ -152,6 +158,9 @@ func (s *Server) serveListener(ctx context.Context, ln net.Listener, d wire.Star
 			}()
 		case <-sessionEnded:
 			active--
+			if s.mismatch != nil {
+				return s.mismatch
+			}
 			if active == 0 && !s.cfg.keepAlive && s.hadHost() {
 				return s.drain()
 			}

@@ -30,6 +30,7 @@ type Server struct {
 
 	// Set by Serve from the startup data; empty when serving a bare conn.
 	secret, id string
+	mismatch   error // the host announced another serializer
 
 	mu       sync.Mutex
 	served   bool // a host completed a connection
@@ -46,6 +47,7 @@ type handler struct {
 
 type serverConfig struct {
 	ser         Serializer
+	serChosen   bool // Serializer was set; otherwise Serve adopts the host's built-in one
 	mw          []Middleware
 	log         *logger
 	keepAlive   bool
@@ -61,7 +63,7 @@ func NewServer(opts *ServerOptions) *Server {
 	}
 	s := &Server{
 		cfg: serverConfig{
-			ser: orDefault[Serializer](opts.Serializer, JSON{}), mw: opts.Middleware,
+			ser: orDefault[Serializer](opts.Serializer, JSON{}), serChosen: opts.Serializer != nil, mw: opts.Middleware,
 			log: newLogger(opts.Logger, opts.LogLevel), keepAlive: opts.KeepAlive,
 			hostConnect: opts.HostConnectTimeout, drain: orDefault(opts.DrainTimeout, DefaultDrainTimeout),
 			max: orDefault(opts.MaxMessageSize, DefaultMaxMessageSize),
@@ -92,6 +94,7 @@ func (s *Server) register(name string, void bool, run func(context.Context, Seri
 func (s *Server) ServeConn(ctx context.Context, conn net.Conn) error {
 	ss := &session{s: s, conn: conn, codec: newCodec(s.cfg.ser, s.cfg.max),
 		active: make(map[string]*request), slots: make(chan struct{}, maxInFlight), ctx: ctx}
+	ss.wq = wqueue{conn: conn, broken: func(error) { conn.Close() }, timeoutsBreak: true}
 	if !s.add(ss) {
 		conn.Close()
 		return nil
@@ -143,6 +146,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	go func() {
 		for _, ss := range sessions {
 			ss.wg.Wait()
+			ss.wq.idle() // replies queued by handlers that have returned
 		}
 		close(idle)
 	}()
@@ -153,6 +157,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		err = context.Cause(ctx)
 		for _, ss := range sessions {
 			ss.cancelAll(context.Canceled)
+			// A host that does not read must not hold the handlers' last
+			// replies, and so the shutdown, forever.
+			ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
 		}
 		<-idle
 	}
@@ -171,8 +178,8 @@ type session struct {
 	ctx   context.Context
 	slots chan struct{}
 	wg    sync.WaitGroup
-	wmu   sync.Mutex
-	peer  bool // the host completed the handshake and knows the extensions
+	wq    wqueue // the replies being written
+	peer  bool   // the host completed the handshake and knows the extensions
 
 	mu     sync.Mutex
 	active map[string]*request
@@ -196,14 +203,24 @@ func (ss *session) serve() error {
 		frame, err := ss.rd.Next()
 		if err != nil {
 			<-ss.slots
-			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrClosedPipe) {
 				return nil
+			}
+			if errors.Is(err, wire.ErrTooLarge) {
+				err = fmt.Errorf("%w: %w", ErrProtocol, err)
 			}
 			ss.protocolError(err)
 			return fmt.Errorf("worker: reading from the host: %w", err)
 		}
 		if err := ss.codec.parse(frame, &e); err != nil {
 			<-ss.slots
+			ss.protocolError(err)
+			return err
+		}
+		if len(e.Tx) == 0 {
+			// No host could match a reply to it: the stream is not a host's.
+			<-ss.slots
+			err := fmt.Errorf("%w: a %q message without a transaction id", ErrProtocol, e.Type)
 			ss.protocolError(err)
 			return err
 		}
@@ -221,6 +238,9 @@ func (ss *session) greet() ([]byte, error) {
 		return nil, err
 	}
 	if !isHello {
+		if ss.s.mismatch != nil {
+			return nil, ss.s.mismatch
+		}
 		if ss.s.secret != "" {
 			ss.s.cfg.log.warn("refused a connection that did not present the secret")
 			return nil, fmt.Errorf("%w: the host did not authenticate", ErrUnauthorized)
@@ -283,6 +303,10 @@ func peekHello(r io.Reader) (head []byte, isHello bool, err error) {
 // dispatch starts the handling of one parsed request. It reports whether a
 // handler goroutine took over the in-flight slot.
 func (ss *session) dispatch(e *wire.Envelope) bool {
+	h := (*ss.s.handlers.Load())[string(e.Type)]
+	if h != nil {
+		return ss.start(h, e)
+	}
 	tx := string(e.Tx)
 	if len(e.Type) == 0 {
 		ss.replyError(nil, tx, "Error", &RemoteError{Name: "ProtocolError", Message: "message without a type", Code: CodeBadPayload})
@@ -296,13 +320,17 @@ func (ss *session) dispatch(e *wire.Envelope) bool {
 		go ss.shutdownRequested(tx)
 		return false
 	}
-	h := (*ss.s.handlers.Load())[string(e.Type)]
-	if h == nil {
-		ss.replyError(nil, tx, string(e.Type)+"Error", &RemoteError{Name: "Error",
-			Message: unknownPrefix + string(e.Type), Code: CodeUnknownMessage})
-		return false
-	}
-	r := &request{parent: ss.ctx, tx: tx, h: h}
+	ss.replyError(nil, tx, string(e.Type)+"Error", &RemoteError{Name: "Error",
+		Message: unknownPrefix + string(e.Type), Code: CodeUnknownMessage})
+	return false
+}
+
+// start starts the handler h of a request. It reports whether a handler
+// goroutine took over the in-flight slot.
+func (ss *session) start(h *handler, e *wire.Envelope) bool {
+	r := &request{parent: ss.ctx, h: h}
+	r.setTx(e.Tx)
+	tx := r.tx
 	if ss.peer {
 		r.deadline = fromUnixMilli(e.Deadline)
 	}
@@ -322,10 +350,11 @@ func (ss *session) dispatch(e *wire.Envelope) bool {
 // begin registers r as active, refusing duplicates and requests that
 // arrive during a shutdown.
 func (ss *session) begin(r *request) error {
+	// s.mu is held until wg.Add: a Shutdown that sets draining after the
+	// check must see this request in the WaitGroup it waits on.
 	ss.s.mu.Lock()
-	draining := ss.s.draining
-	ss.s.mu.Unlock()
-	if draining {
+	defer ss.s.mu.Unlock()
+	if ss.s.draining {
 		return &RemoteError{Name: "Error", Message: "the worker is shutting down", Code: CodeShuttingDown}
 	}
 	ss.mu.Lock()
@@ -344,9 +373,6 @@ func (ss *session) begin(r *request) error {
 
 func (ss *session) run(r *request) {
 	defer func() {
-		ss.mu.Lock()
-		delete(ss.active, r.tx)
-		ss.mu.Unlock()
 		r.cancel(context.Canceled)
 		<-ss.slots
 		ss.wg.Done()
@@ -356,19 +382,32 @@ func (ss *session) run(r *request) {
 	if r.payload != nil {
 		payload = *r.payload
 	}
-	m := Message{Kind: KindRequest, Type: h.name, Tx: r.tx, Payload: payload, Deadline: r.deadline, ser: ser}
-	if err := runMiddleware(r, ss.s.cfg.mw, Incoming, &m); err != nil {
-		ss.release(r)
-		ss.replyError(r, r.tx, h.errType, &RemoteError{Name: "MiddlewareError", Message: err.Error(), Code: CodeMiddleware})
-		return
+	if len(ss.s.cfg.mw) > 0 {
+		m := Message{Kind: KindRequest, Type: h.name, Tx: r.tx, Payload: payload, Deadline: r.deadline, ser: ser}
+		if err := runMiddleware(r, ss.s.cfg.mw, Incoming, &m); err != nil {
+			ss.release(r)
+			ss.untrack(r)
+			ss.replyError(r, r.tx, h.errType, middlewareError(err))
+			return
+		}
+		payload = m.Payload
 	}
-	res, err := safeRun(r, h, ser, m.Payload)
+	res, err := safeRun(r, h, ser, payload)
 	ss.release(r)
+	ss.untrack(r)
 	if err != nil {
-		ss.replyError(r, r.tx, h.errType, err)
+		ss.replyError(r, r.tx, h.errType, contextError(r, err))
 		return
 	}
 	ss.reply(r, r.tx, h.result, res, h.void)
+}
+
+// untrack frees r's tx before its reply is sent: a host may reuse a tx as
+// soon as it has heard back.
+func (ss *session) untrack(r *request) {
+	ss.mu.Lock()
+	delete(ss.active, r.tx)
+	ss.mu.Unlock()
 }
 
 func (ss *session) release(r *request) {
@@ -388,9 +427,51 @@ func safeRun(ctx context.Context, h *handler, ser Serializer, payload []byte) (r
 	return h.run(ctx, ser, payload)
 }
 
+// contextError codes a handler's error that is its context's: the caller
+// can then match it with errors.Is(err, context.DeadlineExceeded) even when
+// the reply beats the caller's own timer.
+func contextError(ctx context.Context, err error) error {
+	cerr := ctx.Err()
+	if cerr == nil || !errors.Is(err, cerr) {
+		return err
+	}
+	code := CodeCanceled
+	if cerr == context.DeadlineExceeded {
+		code = CodeDeadline
+	}
+	return &RemoteError{Name: "Error", Message: err.Error(), Code: code}
+}
+
+// middlewareError is the error reply for a failed middleware; a panic
+// keeps its code (CodePanic) and stack.
+func middlewareError(err error) error {
+	var re *RemoteError
+	if errors.As(err, &re) && re.Code == CodePanic {
+		return &RemoteError{Name: re.Name, Message: err.Error(), Code: CodePanic, Stack: re.Stack}
+	}
+	return &RemoteError{Name: "MiddlewareError", Message: err.Error(), Code: CodeMiddleware}
+}
+
 // reply sends a result. An encoding failure becomes an error reply, so the
 // caller always hears back.
 func (ss *session) reply(ctx context.Context, tx, typ string, res any, void bool) {
+	if !void && len(ss.s.cfg.mw) == 0 && ss.codec.direct != directNone {
+		// The result is encoded straight into the frame.
+		fbuf := getBuf()
+		defer putBuf(fbuf)
+		frame, encErr, err := ss.codec.frameValue((*fbuf)[:0], typ, tx, res, 0)
+		*fbuf = frame
+		switch {
+		case encErr != nil:
+			ss.replyError(ctx, tx, typ[:len(typ)-len("Result")]+"Error", &RemoteError{Name: "EncodeError",
+				Message: fmt.Sprintf("encoding the result: %v", encErr), Code: CodeBadPayload})
+		case err != nil:
+			ss.replyError(ctx, tx, typ[:len(typ)-len("Result")]+"Error", &RemoteError{Name: "Error", Message: err.Error(), Code: CodeTooLarge})
+		default:
+			ss.write(frame, time.Time{})
+		}
+		return
+	}
 	var payload []byte
 	pbuf := getBuf()
 	defer putBuf(pbuf)
@@ -417,18 +498,24 @@ func (ss *session) replyError(ctx context.Context, tx, typ string, err error) {
 
 // send runs the outgoing middleware and writes one reply.
 func (ss *session) send(ctx context.Context, kind Kind, tx, typ string, payload []byte) {
-	m := Message{Kind: kind, Type: typ, Tx: tx, Payload: payload, ser: ss.codec.ser}
-	if err := runMiddleware(ctx, ss.s.cfg.mw, Outgoing, &m); err != nil {
-		if kind == KindError {
-			ss.s.cfg.log.warn("outgoing middleware failed on an error reply; sending it unchanged", "tx", tx, "err", err)
-		} else {
-			ss.replyError(ctx, tx, typ[:len(typ)-len("Result")]+"Error", &RemoteError{Name: "MiddlewareError", Message: err.Error(), Code: CodeMiddleware})
-			return
-		}
-	}
 	fbuf := getBuf()
 	defer putBuf(fbuf)
-	frame, err := ss.codec.frameMessage((*fbuf)[:0], &m)
+	var frame []byte
+	var err error
+	if len(ss.s.cfg.mw) == 0 {
+		frame, err = ss.codec.frame((*fbuf)[:0], typ, tx, payload, 0)
+	} else {
+		m := Message{Kind: kind, Type: typ, Tx: tx, Payload: payload, ser: ss.codec.ser}
+		if err := runMiddleware(ctx, ss.s.cfg.mw, Outgoing, &m); err != nil {
+			if kind == KindError {
+				ss.s.cfg.log.warn("outgoing middleware failed on an error reply; sending it unchanged", "tx", tx, "err", err)
+			} else {
+				ss.replyError(ctx, tx, typ[:len(typ)-len("Result")]+"Error", middlewareError(err))
+				return
+			}
+		}
+		frame, err = ss.codec.frameMessage((*fbuf)[:0], &m)
+	}
 	*fbuf = frame
 	if errors.Is(err, ErrTooLarge) && kind == KindResult {
 		ss.replyError(ctx, tx, typ[:len(typ)-len("Result")]+"Error", &RemoteError{Name: "Error", Message: err.Error(), Code: CodeTooLarge})
@@ -438,10 +525,15 @@ func (ss *session) send(ctx context.Context, kind Kind, tx, typ string, payload 
 		ss.s.cfg.log.warn("cannot encode a reply", "tx", tx, "type", typ, "err", err)
 		return
 	}
-	ss.wmu.Lock()
-	defer ss.wmu.Unlock()
-	if _, err := ss.conn.Write(frame); err != nil {
-		ss.conn.Close() // a broken write breaks the stream; the reader ends the session
+	ss.write(frame, time.Time{})
+}
+
+// write writes one frame, or queues it behind the replies being written.
+// A failed write breaks the stream: the connection is closed and the
+// reader ends the session.
+func (ss *session) write(frame []byte, deadline time.Time) {
+	if _, _, err := ss.wq.write(nil, frame, deadline, false); err != nil {
+		ss.conn.Close()
 	}
 }
 
@@ -454,10 +546,7 @@ func (ss *session) protocolError(err error) {
 	ep := ErrorPayload{Message: err.Error(), Name: "ProtocolError"}
 	p, _ := ss.codec.ser.AppendPayload(nil, &ep)
 	if frame, ferr := ss.codec.frame(nil, typeProtocolError, "", p, 0); ferr == nil {
-		ss.wmu.Lock()
-		ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
-		ss.conn.Write(frame)
-		ss.wmu.Unlock()
+		ss.write(frame, time.Now().Add(time.Second))
 	}
 }
 
@@ -532,5 +621,6 @@ func (ss *session) end(err error) {
 	ss.mu.Unlock()
 	ss.cancelAll(err)
 	ss.wg.Wait()
+	ss.wq.idle()
 	ss.conn.Close()
 }

@@ -174,6 +174,15 @@ func (w *Worker) current(ctx context.Context) (*Client, error) {
 	for {
 		w.mu.Lock()
 		c, restarting, dead, closing := w.client, w.restarting, w.dead, w.closing
+		if c != nil && !closing && c.Err() != nil {
+			// The connection broke and watch has not handled it yet: do it
+			// here, so that a retry does not meet the same dead connection.
+			p := w.proc
+			w.mu.Unlock()
+			<-c.Done()
+			w.lost(p, c, c.Err())
+			continue
+		}
 		if c != nil && !closing {
 			w.calls.Add(1)
 		}
@@ -323,7 +332,7 @@ func (w *Worker) dial(ctx context.Context) (*Client, error) {
 			return false, err
 		}
 		c, err = newClient(ctx, conn, w.cfg, w.secret, w.id, lost)
-		return err != nil && (errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrSerializerMismatch)), err
+		return refused(err), err
 	})
 	return c, err
 }

@@ -87,7 +87,7 @@ func addTraceID() worker.Middleware {
 			return nil
 		}
 		var fields map[string]any
-		if err := m.Decode(&fields); err != nil {
+		if err := m.Decode(&fields); err != nil || fields == nil {
 			return nil // not an object: leave it alone
 		}
 		if _, ok := fields["traceId"]; ok {
@@ -152,7 +152,7 @@ func stampServedBy() worker.Middleware {
 			return nil
 		}
 		var fields map[string]any
-		if err := m.Decode(&fields); err != nil {
+		if err := m.Decode(&fields); err != nil || fields == nil {
 			return nil
 		}
 		fields["servedBy"] = fmt.Sprintf("worker-%d", os.Getpid())

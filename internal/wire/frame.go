@@ -120,8 +120,11 @@ func (r *Reader) fill(want int) error {
 	if len(r.buf)-r.start < want || r.end == len(r.buf) {
 		unread := r.end - r.start
 		if want > len(r.buf) || unread == len(r.buf) {
-			// Grow geometrically, so a large frame costs O(size) copies in all.
-			nb := make([]byte, max(want, 2*len(r.buf)))
+			// Grow geometrically, so a large frame costs O(size) copies in
+			// all, but never past what a frame of the limit needs plus one
+			// read: a stream that only claims a huge frame cannot make the
+			// reader allocate (up to twice) the limit.
+			nb := make([]byte, max(want, min(2*len(r.buf), r.max+len(r.term)+LengthPrefixSize+4096)))
 			copy(nb, r.buf[r.start:r.end])
 			r.buf = nb
 		} else {

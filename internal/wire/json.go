@@ -116,12 +116,13 @@ func (p *parser) field(key string, e *Envelope) error {
 	var err error
 	switch key {
 	case "type":
+		// An empty type is left to the receiver, as a missing one is: a
+		// worker answers it with an error reply when the tx is known.
 		e.Type, err = p.str()
-		if err == nil && len(e.Type) == 0 {
-			err = p.fail(`"type" is empty`)
-		}
+		e.Type = validUTF8(e.Type)
 	case "tx":
 		e.Tx, err = p.str()
+		e.Tx = validUTF8(e.Tx)
 	case "payload":
 		e.Payload, err = p.value()
 	case "deadline":
@@ -167,6 +168,22 @@ func (p *parser) str() ([]byte, error) {
 		}
 	}
 	return nil, p.fail("unterminated string")
+}
+
+// validUTF8 replaces each byte of an invalid UTF-8 sequence with U+FFFD,
+// as encoding/json does for escaped strings and AppendString on the way
+// out: a reply then carries exactly the tx that its request was read with.
+func validUTF8(b []byte) []byte {
+	if utf8.Valid(b) {
+		return b
+	}
+	out := make([]byte, 0, len(b)+8)
+	for len(b) > 0 {
+		r, n := utf8.DecodeRune(b)
+		out = utf8.AppendRune(out, r)
+		b = b[n:]
+	}
+	return out
 }
 
 // value delimits one JSON value without recursion, so that deep nesting in

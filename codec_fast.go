@@ -1,0 +1,64 @@
+package worker
+
+import (
+	"fmt"
+
+	"github.com/isolated-workers/worker/internal/wire"
+)
+
+// direct tells how a codec frames a message straight from its payload's
+// value: the payload is encoded into the frame, between the two halves of
+// the envelope, instead of into a buffer of its own that is then copied.
+type direct uint8
+
+const (
+	directNone   direct = iota // any other serializer: encode, then frame
+	directJSON                 // exactly JSON{}
+	directBinary               // exactly Binary{}
+)
+
+// directOf tells the built-in serializers apart from the rest, including
+// types that embed them (their AppendPayload may be their own).
+func directOf(ser Serializer) direct {
+	switch ser.(type) {
+	case JSON:
+		return directJSON
+	case Binary:
+		return directBinary
+	}
+	return directNone
+}
+
+// frameValue appends the complete frame of a message whose payload is the
+// encoding of v. encErr is the serializer's error encoding v; err is a
+// framing error (ErrTooLarge). On error dst is returned unchanged. It
+// needs c.direct != directNone.
+func (c *codec) frameValue(dst []byte, typ, tx string, v any, deadline int64) (frame []byte, encErr, err error) {
+	start := len(dst)
+	switch c.direct {
+	case directJSON:
+		dst = wire.AppendJSONHead(dst, typ, tx)
+	case directBinary:
+		dst = wire.AppendBinaryHead(wire.AppendPrefix(dst), typ, tx, deadline)
+	default:
+		panic("worker: frameValue without a direct codec")
+	}
+	dst, encErr = c.ser.AppendPayload(dst, v)
+	if encErr != nil {
+		return dst[:start], encErr, nil
+	}
+	body := len(dst) - start
+	if c.direct == directJSON {
+		// encoding/json never writes a raw newline, and the envelope's
+		// strings are escaped: no terminator can occur inside the frame.
+		dst = append(wire.AppendJSONTail(dst, deadline), c.term...)
+		body = len(dst) - start - len(c.term)
+	} else {
+		body -= wire.LengthPrefixSize
+		wire.PutPrefix(dst, start)
+	}
+	if body > c.max {
+		return dst[:start], nil, fmt.Errorf("%w: %q is %d bytes, the limit is %d", ErrTooLarge, typ, body, c.max)
+	}
+	return dst, nil, nil
+}

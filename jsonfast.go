@@ -1,0 +1,103 @@
+package worker
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"sync"
+)
+
+// Fast paths of the JSON serializer. Their output and results are exactly
+// those of encoding/json; they only avoid its per-call allocations and, for
+// byte slices, its generic scanning of a long base64 string.
+
+// appendJSONBytes appends what encoding/json makes of a []byte: a base64
+// string, or null for a nil slice.
+func appendJSONBytes(dst, b []byte) []byte {
+	if b == nil {
+		return append(dst, "null"...)
+	}
+	dst = append(dst, '"')
+	dst = base64.StdEncoding.AppendEncode(dst, b)
+	return append(dst, '"')
+}
+
+// decodeJSONBytes decodes a JSON string of base64 into *v as encoding/json
+// does. It reports false, leaving *v alone, when data is anything else (an
+// escape, white space, null, a syntax or base64 error): encoding/json then
+// decides, with its own errors.
+func decodeJSONBytes(data []byte, v *[]byte) bool {
+	if len(data) < 2 || data[0] != '"' || data[len(data)-1] != '"' {
+		return false
+	}
+	s := data[1 : len(data)-1]
+	// The base64 decoder skips CR and LF, which a JSON string cannot hold
+	// raw; a quote or backslash inside is JSON's business.
+	if bytes.IndexByte(s, '"') >= 0 || bytes.IndexByte(s, '\\') >= 0 ||
+		bytes.IndexByte(s, '\n') >= 0 || bytes.IndexByte(s, '\r') >= 0 {
+		return false
+	}
+	b := make([]byte, base64.StdEncoding.DecodedLen(len(s)))
+	n, err := base64.StdEncoding.Decode(b, s)
+	if err != nil {
+		return false
+	}
+	*v = b[:n]
+	return true
+}
+
+// maxPooledDecode is the largest payload decoded with a pooled
+// json.Decoder; larger ones go to json.Unmarshal, which does not copy them.
+const maxPooledDecode = 16 << 10
+
+// jsonDecoder is a json.Decoder that is reused from payload to payload: it
+// keeps the decoder state that json.Unmarshal allocates on every call.
+type jsonDecoder struct {
+	src bytesSource
+	dec *json.Decoder
+}
+
+// bytesSource is the reader of a jsonDecoder: the payload being decoded.
+type bytesSource struct{ b []byte }
+
+func (s *bytesSource) Read(p []byte) (int, error) {
+	if len(s.b) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, s.b)
+	s.b = s.b[n:]
+	return n, nil
+}
+
+var jsonDecoders = sync.Pool{New: func() any {
+	d := &jsonDecoder{}
+	d.dec = json.NewDecoder(&d.src)
+	return d
+}}
+
+// decodeJSON is json.Unmarshal(data, v), allocating only what v needs.
+func decodeJSON(data []byte, v any) error {
+	if b, ok := v.(*[]byte); ok && b != nil && decodeJSONBytes(data, b) {
+		return nil
+	}
+	if len(data) > maxPooledDecode {
+		return json.Unmarshal(data, v)
+	}
+	d := jsonDecoders.Get().(*jsonDecoder)
+	d.src.b = data
+	start := d.dec.InputOffset()
+	err := d.dec.Decode(v)
+	// The decoder stops at the end of the first value: it must be the end
+	// of data, as json.Unmarshal requires. Anything else (trailing white
+	// space included) and any error go to json.Unmarshal, which decodes v
+	// again and reports exactly what it would have; the decoder, whose
+	// state is then unknown, is dropped.
+	if err != nil || d.dec.InputOffset()-start != int64(len(data)) || len(d.src.b) != 0 {
+		d.src.b = nil
+		return json.Unmarshal(data, v)
+	}
+	d.src.b = nil
+	jsonDecoders.Put(d)
+	return nil
+}

@@ -1,0 +1,347 @@
+package worker
+
+import (
+	"errors"
+	"net"
+	"slices"
+	"sync"
+	"time"
+)
+
+// wqueue writes the frames of many goroutines to one connection, with
+// group commit under load.
+//
+// A goroutine that finds nobody writing writes its frame itself, at once
+// (a lone caller pays no extra hop or copy). One that finds a write in
+// progress copies its (small) frame into the queue and returns without
+// waiting; when the write in progress ends, a flusher goroutine writes
+// everything queued, as many frames per system call as there are, until
+// the queue is empty. Under load, one write per frame becomes one write
+// per batch.
+//
+// A queued frame can be taken back (remove) as long as no byte of it has
+// been written, so that a caller that gives up waiting does not have its
+// request sent later; if the flusher is writing it, the write is
+// interrupted (through the write deadline) and resumed without it.
+//
+// Memory is bounded: past queueMax queued bytes, writers wait. A frame
+// larger than coalesceMax is never copied: its writer waits until nobody
+// writes and writes it itself; while it waits, nobody else queues, so that
+// the queue drains. Waiting is cut short when the writer's done channel
+// closes; the frame is then not sent.
+const (
+	coalesceMax = 32 << 10
+	queueMax    = 64 << 10
+)
+
+type wqueue struct {
+	conn net.Conn
+	// broken is called, once, by the goroutine that finds that a write
+	// failed in a way that breaks the stream (anything but a timeout before
+	// the first byte of a frame); it must close the connection.
+	broken func(error)
+	// timeoutsBreak makes every failed write break the stream, timeouts
+	// before the first byte included (a Server's replies have no deadline:
+	// a timeout there comes from a shutdown giving up on a stuck host).
+	timeoutsBreak bool
+
+	mu     sync.Mutex
+	writer writer
+	// The queue: whole frames in order; ends[i] is the end of frame i in
+	// queued, ids[i] its ticket (0: cannot be taken back).
+	queued []byte
+	ends   []int
+	ids    []uint64
+	spare  batch // buffers of an earlier batch, for the next queue
+	nextID uint64
+	// The batch the flusher is writing, and the tickets that were taken
+	// back while it was (see remove).
+	flying       []uint64
+	interrupting bool
+	unwanted     []uint64
+	dropped      []uint64
+
+	bigWaiting int           // writers of big frames waiting to write
+	wake       chan struct{} // closed when waiters may retry; nil if none
+	err        error         // the stream broke: every write fails with it
+}
+
+type writer uint8
+
+const (
+	noWriter writer = iota
+	directWriter
+	flusher
+)
+
+type batch struct {
+	b    []byte
+	ends []int
+	ids  []uint64
+}
+
+// errWaitCanceled reports that done was closed before the frame could be
+// written or queued; nothing of it was sent.
+var errWaitCanceled = errors.New("worker: gave up waiting to write")
+
+// aLongTimeAgo is a deadline that interrupts a write at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// write writes frame whole, or queues it. A nil error means written or
+// queued (a queued frame that later fails to go out breaks the stream,
+// which its writer learns from the connection); ticket, when not 0, takes
+// a queued frame back (see remove) if removable is set. Otherwise frame
+// was not sent, and err is errWaitCanceled when done closed while waiting;
+// a timeout (broken false) when deadline passed before any byte of it was
+// written, which leaves the stream intact; or the error that broke the
+// stream (broken true; q.broken has been called).
+//
+// deadline, if not zero, bounds the write of frame when this goroutine
+// writes it itself.
+func (q *wqueue) write(done <-chan struct{}, frame []byte, deadline time.Time, removable bool) (ticket uint64, broken bool, err error) {
+	big := len(frame) > coalesceMax
+	q.mu.Lock()
+	for {
+		if q.err != nil {
+			err = q.err
+			q.mu.Unlock()
+			return 0, true, err
+		}
+		if q.writer == noWriter && (big || q.bigWaiting == 0) {
+			break
+		}
+		if q.writer != noWriter && !big && q.bigWaiting == 0 && len(q.queued)+len(frame) <= queueMax {
+			if removable {
+				q.nextID++
+				ticket = q.nextID
+			}
+			q.queued = append(q.queued, frame...)
+			q.ends = append(q.ends, len(q.queued))
+			q.ids = append(q.ids, ticket)
+			q.mu.Unlock()
+			return ticket, false, nil
+		}
+		wake := q.waitChan()
+		if big {
+			q.bigWaiting++
+		}
+		q.mu.Unlock()
+		canceled := false
+		select {
+		case <-wake:
+		case <-done:
+			canceled = true
+		}
+		q.mu.Lock()
+		if big {
+			q.bigWaiting--
+		}
+		if canceled {
+			if big && q.bigWaiting == 0 {
+				q.signal() // the small writers held back for it may go on
+			}
+			q.mu.Unlock()
+			return 0, false, errWaitCanceled
+		}
+	}
+	q.writer = directWriter
+	q.mu.Unlock()
+
+	if !deadline.IsZero() {
+		q.conn.SetWriteDeadline(deadline)
+	}
+	n, err := q.conn.Write(frame)
+	if !deadline.IsZero() {
+		q.conn.SetWriteDeadline(time.Time{})
+	}
+	if err != nil && (n > 0 || !isTimeout(err) || q.timeoutsBreak) {
+		broken = true
+		q.fail(err)
+	}
+	q.mu.Lock()
+	if len(q.queued) > 0 && q.err == nil {
+		q.writer = flusher
+		go q.flush()
+	} else {
+		q.writer = noWriter
+		q.signal()
+	}
+	q.mu.Unlock()
+	return 0, broken, err
+}
+
+// flush writes the queue, batch after batch, until it is empty.
+func (q *wqueue) flush() {
+	q.mu.Lock()
+	for len(q.queued) > 0 && q.err == nil {
+		b := batch{q.queued, q.ends, q.ids}
+		q.queued, q.ends, q.ids = q.spare.b[:0], q.spare.ends[:0], q.spare.ids[:0]
+		q.spare = batch{}
+		q.flying = b.ids
+		q.signal() // room in the queue
+		q.mu.Unlock()
+
+		n, err := q.conn.Write(b.b)
+
+		q.mu.Lock()
+		q.flying = nil
+		interrupted := q.interrupting
+		if interrupted {
+			q.conn.SetWriteDeadline(time.Time{})
+			q.interrupting = false
+		}
+		if err != nil && !(interrupted && isTimeout(err)) {
+			q.mu.Unlock()
+			q.fail(err)
+			q.mu.Lock()
+			break
+		}
+		if n < len(b.b) {
+			q.requeue(b, n)
+		} else if cap(b.b) <= 2*coalesceMax {
+			q.spare = batch{b.b[:0], b.ends[:0], b.ids[:0]}
+		}
+		q.signal() // removers waiting for the write to return
+	}
+	q.writer = noWriter
+	q.signal()
+	q.mu.Unlock()
+}
+
+// requeue puts back at the head of the queue what an interrupted write
+// left of batch b after its first n bytes, less the frames taken back
+// meanwhile. The rest of a frame cut in the middle cannot be taken back.
+// It needs q.mu.
+func (q *wqueue) requeue(b batch, n int) {
+	k := 0
+	for k < len(b.ends) && b.ends[k] <= n {
+		k++
+	}
+	var nb batch
+	start := n
+	for i := k; i < len(b.ends); i++ {
+		id := b.ids[i]
+		if i == k && n > frameStart(b.ends, i) {
+			id = 0 // partly written: it goes on
+		} else if id != 0 && q.takeUnwanted(id) {
+			q.dropped = append(q.dropped, id)
+			start = b.ends[i]
+			continue
+		}
+		nb.b = append(nb.b, b.b[start:b.ends[i]]...)
+		nb.ends = append(nb.ends, len(nb.b))
+		nb.ids = append(nb.ids, id)
+		start = b.ends[i]
+	}
+	off := len(nb.b)
+	nb.b = append(nb.b, q.queued...)
+	for _, e := range q.ends {
+		nb.ends = append(nb.ends, off+e)
+	}
+	nb.ids = append(nb.ids, q.ids...)
+	q.queued, q.ends, q.ids = nb.b, nb.ends, nb.ids
+}
+
+func frameStart(ends []int, i int) int {
+	if i == 0 {
+		return 0
+	}
+	return ends[i-1]
+}
+
+func (q *wqueue) takeUnwanted(id uint64) bool {
+	if i := slices.Index(q.unwanted, id); i >= 0 {
+		q.unwanted = slices.Delete(q.unwanted, i, i+1)
+		return true
+	}
+	return false
+}
+
+// remove takes back the queued frame of ticket, unless its writing has
+// begun. It reports whether it did: the frame will never be sent.
+func (q *wqueue) remove(ticket uint64) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for {
+		if i := slices.Index(q.dropped, ticket); i >= 0 {
+			q.dropped = slices.Delete(q.dropped, i, i+1)
+			return true
+		}
+		if i := slices.Index(q.ids, ticket); i >= 0 {
+			start, end := frameStart(q.ends, i), q.ends[i]
+			q.queued = append(q.queued[:start], q.queued[end:]...)
+			q.ends = slices.Delete(q.ends, i, i+1)
+			q.ids = slices.Delete(q.ids, i, i+1)
+			for j := i; j < len(q.ends); j++ {
+				q.ends[j] -= end - start
+			}
+			return true
+		}
+		if slices.Index(q.flying, ticket) < 0 {
+			q.takeUnwanted(ticket)
+			return false // written, or the stream broke
+		}
+		// The flusher is writing it: interrupt the write, which puts back
+		// what it did not write, without this frame.
+		if !slices.Contains(q.unwanted, ticket) {
+			q.unwanted = append(q.unwanted, ticket)
+		}
+		if !q.interrupting {
+			q.interrupting = true
+			q.conn.SetWriteDeadline(aLongTimeAgo)
+		}
+		wake := q.waitChan()
+		q.mu.Unlock()
+		<-wake
+		q.mu.Lock()
+	}
+}
+
+// idle waits until nothing is queued or being written, or the stream broke.
+func (q *wqueue) idle() {
+	q.mu.Lock()
+	for q.err == nil && q.writer != noWriter {
+		wake := q.waitChan()
+		q.mu.Unlock()
+		<-wake
+		q.mu.Lock()
+	}
+	q.mu.Unlock()
+}
+
+// fail records that the stream broke and tells the owner, once.
+func (q *wqueue) fail(err error) {
+	q.mu.Lock()
+	first := q.err == nil
+	if first {
+		q.err = err
+		q.queued, q.ends, q.ids = nil, nil, nil
+		q.unwanted = nil
+		q.signal()
+	}
+	q.mu.Unlock()
+	if first {
+		q.broken(err)
+	}
+}
+
+// waitChan returns a channel that signal closes. It needs q.mu.
+func (q *wqueue) waitChan() chan struct{} {
+	if q.wake == nil {
+		q.wake = make(chan struct{})
+	}
+	return q.wake
+}
+
+// signal wakes the waiting writers. It needs q.mu.
+func (q *wqueue) signal() {
+	if q.wake != nil {
+		close(q.wake)
+		q.wake = nil
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
