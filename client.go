@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -413,7 +414,13 @@ func replyKind(typ []byte, req string) (Kind, bool) {
 	return 0, false
 }
 
+// runMiddleware runs mw on a user message; the library's own control
+// messages (handshake, cancel, shutdown) are not shown to middleware, which
+// could otherwise break them.
 func runMiddleware(ctx context.Context, mw []Middleware, dir Direction, m *Message) (err error) {
+	if len(mw) == 0 || strings.HasPrefix(m.Type, reservedPrefix) {
+		return nil
+	}
 	for i, f := range mw {
 		if err = safeMiddleware(ctx, f, dir, m); err != nil {
 			return fmt.Errorf("worker: %s middleware %d on %q: %w", dir, i, m.Type, err)

@@ -688,12 +688,19 @@ func TestHostileRequestOverWorkerLimit(t *testing.T) {
 	}
 	defer c.Close()
 	_, err = worker.Call(testCtx(t), c, Echo, bytes.Repeat([]byte("b"), 4<<10))
-	if !errors.Is(err, worker.ErrProtocol) || !strings.Contains(err.Error(), "exceeds the maximum message size") {
-		t.Fatalf("got %v; want ErrProtocol naming the size", err)
+	// The host hears the worker's explanation, unless the rest of its own
+	// write fails first (the worker stops reading at its limit): a race.
+	switch {
+	case errors.Is(err, worker.ErrProtocol) && strings.Contains(err.Error(), "exceeds the maximum message size"):
+	case err != nil && strings.Contains(err.Error(), "writing to the worker"):
+	default:
+		t.Fatalf("got %v; want ErrProtocol naming the size, or the failed write", err)
 	}
-	if err := <-done; !errors.Is(err, worker.ErrProtocol) {
-		t.Fatalf("ServeConn returned %v", err)
+	if err := hsWait(t, done, "ServeConn returning"); !errors.Is(err, worker.ErrProtocol) ||
+		!strings.Contains(err.Error(), "exceeds the maximum message size") {
+		t.Fatalf("ServeConn returned %v; want ErrProtocol naming the size", err)
 	}
+	hsWait(t, c.Done(), "the client noticing the closed connection")
 }
 
 // A peer that stops reading cannot hold a call past its own deadline, nor

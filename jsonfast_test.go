@@ -17,6 +17,7 @@ func TestJSONFastPathsMatchEncodingJSON(t *testing.T) {
 	inputs := []string{
 		`{"a":"x","b":[1,2],"m":{"k":1}}`, ` {"a":"x"} `, `{"a":1}`, `{"a":"x"} {}`, `{"a":"x"`, ``, `null`,
 		`"aGVsbG8="`, `""`, `"aGVsbG8"`, `"aGV\u0073bG8="`, `"aGVs\nbG8="`, `"a+/="`, `"!!!!"`, `12`, `[1,2]`,
+		"\"aGVsbA==\n\n\n\n\"", "\"\n\n\n\naGVsbA==\"", "\"aGVz\r\n\r\nbA==\"", "\"aGVsbG8=\n\"", `"aGVsbA=="`, `"aGVsbA="`, `"=AAA"`,
 		`"x"`, `true`, `{"b":[1,"x",3]}`, `{"m":{"k":[{}]}}`, `"\u00e9"`,
 	}
 	targets := []func() any{

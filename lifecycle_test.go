@@ -1,3 +1,5 @@
+//go:build unix
+
 package worker_test
 
 // Lifecycle tests with real processes: crashes and restarts, orphans,
@@ -8,8 +10,9 @@ package worker_test
 // lifecycleRole, called first thing in TestMain):
 //
 //	worker         the test worker plus the lc* handlers below
-//	host           a host process that spawns a worker, prints its pid and
-//	               socket path, and blocks until stdin closes
+//	host           a host process that spawns a worker (in mode IW_LC_MODE),
+//	               prints its pid and socket path, and blocks until stdin
+//	               closes
 //	detached-host  a host that spawns a detached keep-alive worker, prints
 //	               its pid and token, disconnects and exits 0
 
@@ -41,6 +44,7 @@ import (
 const (
 	envLCRole = "IW_LC_ROLE" // see the file comment
 	envLCSock = "IW_LC_SOCK" // the socket path a host role gives its worker
+	envLCMode = "IW_LC_MODE" // the IW_TEST_MODE of the host role's worker
 )
 
 // Messages of the lc worker, on top of those of registerHandlers.
@@ -196,12 +200,12 @@ func lcHost(detached bool) {
 		fail(err)
 	}
 	cmd := exec.Command(exe, "-test.run=^$")
-	mode := ""
+	mode := os.Getenv(envLCMode)
 	if detached {
 		mode = "keepalive"
 	}
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, envLCRole+"=") && !strings.HasPrefix(kv, envLCSock+"=") {
+		if !strings.HasPrefix(kv, envLCRole+"=") && !strings.HasPrefix(kv, envLCSock+"=") && !strings.HasPrefix(kv, envLCMode+"=") {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
@@ -335,7 +339,7 @@ func lcCrash(t testing.TB, err error) *worker.CrashError {
 	return ce
 }
 
-// lcChildren returns the live child processes that are not in before.
+// lcNewChildren returns the live child processes that are not in before.
 func lcNewChildren(before []int) []int {
 	var out []int
 	for _, pid := range children() {
@@ -412,7 +416,8 @@ func TestLifecycleCrashFailsCallsInFlight(t *testing.T) {
 			// Later calls fail with the same crash.
 			_, err := worker.Call(ctx, w, Ping, PingReq{})
 			ce := lcCrash(t, err)
-			if ce.Type != Ping.Name() || ce.Attempt != 1 || ce.MaxAttempts != 1 || ce.Pid != pid {
+			if ce.Type != Ping.Name() || ce.Attempt != 1 || ce.MaxAttempts != 1 || ce.Pid != pid ||
+				(how == "exit") != (ce.ExitCode == 7) || (how == "sigkill") != (ce.Signal == syscall.SIGKILL.String()) {
 				t.Fatalf("later call: got %+v", ce)
 			}
 			if w.IsActive() {
@@ -518,13 +523,22 @@ func TestLifecycleCrashAttemptsByType(t *testing.T) {
 // --- 2. No orphans --------------------------------------------------------
 
 func TestLifecycleKilledHostLeavesNoOrphan(t *testing.T) {
+	// A shutdown-on-disconnect worker would also exit as the host's end of
+	// the connection closes; a keep-alive one has only the parent-death
+	// signal and the lifeline to tell it.
+	for _, mode := range []string{"", "keepalive"} {
+		t.Run("mode="+mode, func(t *testing.T) { lcKillHost(t, mode) })
+	}
+}
+
+func lcKillHost(t *testing.T, mode string) {
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(lcDir(t), "w.sock")
 	host := exec.Command(exe, "-test.run=^$")
-	host.Env = append(os.Environ(), envLCRole+"=host", envLCSock+"="+sock, "GORACE=atexit_sleep_ms=0")
+	host.Env = append(os.Environ(), envLCRole+"=host", envLCSock+"="+sock, envLCMode+"="+mode, "GORACE=atexit_sleep_ms=0")
 	host.Stderr = os.Stderr
 	stdin, err := host.StdinPipe()
 	if err != nil {

@@ -1,6 +1,9 @@
 package worker
 
 import (
+	"bytes"
+	"fmt"
+	"os"
 	"os/exec"
 	"runtime"
 	"syscall"
@@ -38,4 +41,14 @@ func startProcess(cmd *exec.Cmd, _ bool) (*process, error) {
 	}
 	p.pid = cmd.Process.Pid
 	return p, nil
+}
+
+// zombie reports whether pid has exited but is not reaped yet.
+func zombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')') // the command name may contain anything
+	return i >= 0 && i+2 < len(b) && b[i+2] == 'Z'
 }

@@ -64,9 +64,10 @@ func signalGroup(pid int, sig syscall.Signal) error {
 	return syscall.Kill(pid, sig)
 }
 
-// alive reports whether a process with this pid exists.
+// alive reports whether a process with this pid exists and has not
+// exited: a zombie waiting for its parent to reap it counts as gone.
 func alive(pid int) bool {
-	return pid > 0 && syscall.Kill(pid, 0) != syscall.ESRCH
+	return pid > 0 && syscall.Kill(pid, 0) != syscall.ESRCH && !zombie(pid)
 }
 
 // exitDetail returns the exit code and the name of the killing signal.

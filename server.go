@@ -93,7 +93,8 @@ func (s *Server) register(name string, void bool, run func(context.Context, Seri
 // nil when the peer closed the connection or the server shut down.
 func (s *Server) ServeConn(ctx context.Context, conn net.Conn) error {
 	ss := &session{s: s, conn: conn, codec: newCodec(s.cfg.ser, s.cfg.max),
-		active: make(map[string]*request), slots: make(chan struct{}, maxInFlight), ctx: ctx}
+		active: make(map[string]*request), slots: make(chan struct{}, maxInFlight), ctx: ctx,
+		work: make(chan *request), quit: make(chan struct{})}
 	ss.wq = wqueue{conn: conn, broken: func(error) { conn.Close() }, timeoutsBreak: true}
 	if !s.add(ss) {
 		conn.Close()
@@ -179,6 +180,12 @@ type session struct {
 	slots chan struct{}
 	wg    sync.WaitGroup
 	wq    wqueue // the replies being written
+	// Handler goroutines outlive their request, up to maxIdle of them, to
+	// take the next one from work: a fresh goroutine would grow its stack
+	// again (decoding is deep), which costs more than the handler.
+	work chan *request
+	quit chan struct{} // closed when the session has ended
+	idle atomic.Int32
 	peer  bool   // the host completed the handshake and knows the extensions
 
 	mu     sync.Mutex
@@ -343,8 +350,34 @@ func (ss *session) start(h *handler, e *wire.Envelope) bool {
 		ss.replyError(nil, tx, h.errType, err)
 		return false
 	}
-	go ss.run(r)
+	select {
+	case ss.work <- r: // an idle handler goroutine takes it
+	default:
+		go ss.handle(r)
+	}
 	return true
+}
+
+// maxIdle bounds the handler goroutines of a session kept waiting for work.
+const maxIdle = 64
+
+// handle runs r, then further requests as long as it is one of the first
+// maxIdle goroutines waiting for one.
+func (ss *session) handle(r *request) {
+	for {
+		ss.run(r)
+		if ss.idle.Add(1) > maxIdle {
+			ss.idle.Add(-1)
+			return
+		}
+		select {
+		case r = <-ss.work:
+			ss.idle.Add(-1)
+		case <-ss.quit:
+			ss.idle.Add(-1)
+			return
+		}
+	}
 }
 
 // begin registers r as active, refusing duplicates and requests that
@@ -621,6 +654,7 @@ func (ss *session) end(err error) {
 	ss.mu.Unlock()
 	ss.cancelAll(err)
 	ss.wg.Wait()
+	close(ss.quit)
 	ss.wq.idle()
 	ss.conn.Close()
 }

@@ -3,6 +3,7 @@ package worker
 import (
 	"errors"
 	"net"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -11,13 +12,13 @@ import (
 // wqueue writes the frames of many goroutines to one connection, with
 // group commit under load.
 //
-// A goroutine that finds nobody writing writes its frame itself, at once
-// (a lone caller pays no extra hop or copy). One that finds a write in
-// progress copies its (small) frame into the queue and returns without
-// waiting; when the write in progress ends, a flusher goroutine writes
-// everything queued, as many frames per system call as there are, until
-// the queue is empty. Under load, one write per frame becomes one write
-// per batch.
+// A goroutine that finds nobody writing, and expects no other frame soon
+// (it is alone), writes its frame itself, at once: a lone caller pays no
+// extra hop or copy. Otherwise it copies its (small) frame into the queue
+// and returns without waiting; a flusher goroutine, after yielding to the
+// goroutines that are about to queue theirs, writes everything queued, as
+// many frames per system call as there are, until the queue is empty.
+// Under load, one write per frame becomes one write per batch.
 //
 // A queued frame can be taken back (remove) as long as no byte of it has
 // been written, so that a caller that gives up waiting does not have its
@@ -98,7 +99,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 //
 // deadline, if not zero, bounds the write of frame when this goroutine
 // writes it itself.
-func (q *wqueue) write(done <-chan struct{}, frame []byte, deadline time.Time, removable bool) (ticket uint64, broken bool, err error) {
+func (q *wqueue) write(done <-chan struct{}, frame []byte, deadline time.Time, alone, removable bool) (ticket uint64, broken bool, err error) {
 	big := len(frame) > coalesceMax
 	q.mu.Lock()
 	for {
@@ -107,10 +108,10 @@ func (q *wqueue) write(done <-chan struct{}, frame []byte, deadline time.Time, r
 			q.mu.Unlock()
 			return 0, true, err
 		}
-		if q.writer == noWriter && (big || q.bigWaiting == 0) {
+		if q.writer == noWriter && (big || alone && q.bigWaiting == 0) {
 			break
 		}
-		if q.writer != noWriter && !big && q.bigWaiting == 0 && len(q.queued)+len(frame) <= queueMax {
+		if !big && q.bigWaiting == 0 && len(q.queued)+len(frame) <= queueMax {
 			if removable {
 				q.nextID++
 				ticket = q.nextID
@@ -118,6 +119,10 @@ func (q *wqueue) write(done <-chan struct{}, frame []byte, deadline time.Time, r
 			q.queued = append(q.queued, frame...)
 			q.ends = append(q.ends, len(q.queued))
 			q.ids = append(q.ids, ticket)
+			if q.writer == noWriter {
+				q.writer = flusher
+				go q.flush()
+			}
 			q.mu.Unlock()
 			return ticket, false, nil
 		}
@@ -172,8 +177,15 @@ func (q *wqueue) write(done <-chan struct{}, frame []byte, deadline time.Time, r
 
 // flush writes the queue, batch after batch, until it is empty.
 func (q *wqueue) flush() {
-	q.mu.Lock()
-	for len(q.queued) > 0 && q.err == nil {
+	for {
+		// The goroutines made runnable with this one (the callers woken by
+		// one read of replies, the handlers of one read of requests) run
+		// first and queue their frames: the batch grows.
+		runtime.Gosched()
+		q.mu.Lock()
+		if len(q.queued) == 0 || q.err != nil {
+			break
+		}
 		b := batch{q.queued, q.ends, q.ids}
 		q.queued, q.ends, q.ids = q.spare.b[:0], q.spare.ends[:0], q.spare.ids[:0]
 		q.spare = batch{}
@@ -202,6 +214,7 @@ func (q *wqueue) flush() {
 			q.spare = batch{b.b[:0], b.ends[:0], b.ids[:0]}
 		}
 		q.signal() // removers waiting for the write to return
+		q.mu.Unlock()
 	}
 	q.writer = noWriter
 	q.signal()

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"bytes"
+	"encoding/binary"
 	"testing"
 )
 
@@ -21,6 +22,22 @@ func TestEnvelopeHalves(t *testing.T) {
 						t.Errorf("binary %q %q %q %d:\n got %q\nwant %q", typ, tx, p, d, got, want)
 					}
 				}
+			}
+		}
+	}
+}
+
+func TestSpecial8(t *testing.T) {
+	for pos := range 8 {
+		for v := range 256 {
+			var w [8]byte
+			for i := range w {
+				w[i] = 'a'
+			}
+			w[pos] = byte(v)
+			want := v < 0x20 || v == '"' || v == '\\'
+			if got := special8(binary.LittleEndian.Uint64(w[:])); got != want {
+				t.Fatalf("byte %#x at %d: got %v", v, pos, got)
 			}
 		}
 	}
