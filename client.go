@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/isolated-workers/worker/internal/wire"
@@ -30,7 +31,8 @@ type Client struct {
 
 	mu      sync.Mutex
 	pending map[string]*call
-	err     error // why the connection ended; nil while it is up
+	err     error       // why the connection ended; nil while it is up
+	ended   atomic.Bool // err is set
 
 	readDone chan struct{}
 }
@@ -90,6 +92,9 @@ func (c *Client) Done() <-chan struct{} { return c.readDone }
 
 // Err returns why the connection ended, or nil while it is up.
 func (c *Client) Err() error {
+	if !c.ended.Load() {
+		return nil // the common case, without the lock
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.err
@@ -120,11 +125,12 @@ func (c *Client) send(ctx context.Context, typ string, payload, out any, tx *str
 
 	cl := calls.Get().(*call)
 	cl.ctx, cl.typ, cl.out = ctx, typ, out
-	if err := c.register(id, cl); err != nil {
+	inflight, err := c.register(id, cl)
+	if err != nil {
 		c.release(cl)
 		return err
 	}
-	ticket, err := c.write(ctx, frame, deadline, true)
+	ticket, err := c.write(ctx, frame, deadline, inflight == 1, true)
 	if err != nil {
 		if c.forget(id) {
 			c.release(cl)
@@ -138,6 +144,8 @@ func (c *Client) send(ctx context.Context, typ string, payload, out any, tx *str
 		t := time.NewTimer(timeout)
 		defer t.Stop()
 		expired = t.C
+	} else if ctx.Done() == nil {
+		return c.wait(cl) // nothing else to wait for; cheaper than a select
 	}
 	select {
 	case err := <-cl.done:
@@ -236,17 +244,19 @@ func (c *Client) release(cl *call) {
 	calls.Put(cl)
 }
 
-func (c *Client) register(tx string, cl *call) error {
+// register adds a call to the pending set and returns the number of calls
+// in flight, this one included.
+func (c *Client) register(tx string, cl *call) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.err != nil {
-		return c.err
+		return 0, c.err
 	}
 	if _, dup := c.pending[tx]; dup {
-		return fmt.Errorf("worker: transaction id %q is already in flight", tx)
+		return 0, fmt.Errorf("worker: transaction id %q is already in flight", tx)
 	}
 	c.pending[tx] = cl
-	return nil
+	return len(c.pending), nil
 }
 
 // forget removes a call from the pending set; it reports false if the call
@@ -277,10 +287,12 @@ func (c *Client) take(tx []byte) *call {
 // write itself is bounded by the call's deadline. A write cut in the middle
 // of a frame breaks the stream, so it fails the connection.
 //
-// A frame that is queued rather than written at once can be taken back
-// with its ticket (when removable is set and the ticket is not 0).
-func (c *Client) write(ctx context.Context, frame []byte, deadline time.Time, removable bool) (ticket uint64, err error) {
-	ticket, broken, err := c.wq.write(ctx.Done(), frame, deadline, removable)
+// alone says that no other call is in flight: the frame is then written at
+// once if it can be. A frame that is queued rather than written can be
+// taken back with its ticket (when removable is set and the ticket is not
+// 0).
+func (c *Client) write(ctx context.Context, frame []byte, deadline time.Time, alone, removable bool) (ticket uint64, err error) {
+	ticket, broken, err := c.wq.write(ctx.Done(), frame, deadline, alone, removable)
 	switch {
 	case err == nil:
 		return ticket, nil
@@ -304,7 +316,7 @@ func (c *Client) notify(typ string, payload any) {
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		_, _ = c.write(ctx, frame, time.Now().Add(time.Second), false)
+		_, _ = c.write(ctx, frame, time.Now().Add(time.Second), true, false)
 	}
 }
 
@@ -329,6 +341,7 @@ func (c *Client) fail(err error) {
 		return
 	}
 	c.err = err
+	c.ended.Store(true)
 	pending := c.pending
 	c.pending = make(map[string]*call)
 	c.mu.Unlock()

@@ -82,6 +82,7 @@ type CodeError struct {
 // NewError returns a *CodeError with the given code and message.
 func NewError(code, message string) *CodeError { return &CodeError{Code: code, Message: message} }
 
+// Error returns the message.
 func (e *CodeError) Error() string { return e.Message }
 
 // ErrorCode returns e.Code.
@@ -98,6 +99,7 @@ type RemoteError struct {
 	Stack   string
 }
 
+// Error returns the message type, name, message and code.
 func (e *RemoteError) Error() string {
 	var b strings.Builder
 	b.WriteString("worker: ")
@@ -182,6 +184,7 @@ type CrashError struct {
 	Err error
 }
 
+// Error describes the call, how the worker died and its stderr tail.
 func (e *CrashError) Error() string {
 	var b strings.Builder
 	b.WriteString("worker: ")

@@ -1,7 +1,8 @@
-//go:build !unix
+//go:build !unix && !windows
 
 package worker_test
 
-// lifecycleRole has no extra roles here: the lifecycle tests of
-// lifecycle_test.go use POSIX signals and /proc, and run on Unix only.
+// lifecycleRole has no extra roles here: the lifecycle tests use POSIX
+// signals and /proc (lifecycle_test.go, Unix) or job objects and process
+// handles (lifecycle_windows_test.go, Windows).
 func lifecycleRole() {}

@@ -113,6 +113,7 @@ const (
 	Incoming
 )
 
+// String returns "incoming" or "outgoing".
 func (d Direction) String() string {
 	if d == Incoming {
 		return "incoming"
@@ -133,6 +134,7 @@ const (
 	KindError
 )
 
+// String returns "request", "result" or "error".
 func (k Kind) String() string {
 	return [...]string{"request", "result", "error"}[k]
 }

@@ -9,7 +9,9 @@ import (
 
 // request is one request being handled, and also its handler's context:
 // one allocation for both. The context's Done channel is made only if the
-// handler asks for it, and its deadline is the caller's.
+// handler asks for it, and its deadline is the caller's; the timer that
+// closes Done at the deadline is only armed then too (Err checks the
+// clock).
 type request struct {
 	parent   context.Context
 	deadline time.Time
@@ -46,6 +48,13 @@ func (r *request) Done() <-chan struct{} {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.done == nil {
+		if r.err == nil && !r.deadline.IsZero() {
+			if d := time.Until(r.deadline); d > 0 {
+				r.timer = time.AfterFunc(d, func() { r.cancel(context.DeadlineExceeded) })
+			} else {
+				r.err = context.DeadlineExceeded
+			}
+		}
 		if r.err != nil {
 			return closedChan
 		}
@@ -57,6 +66,9 @@ func (r *request) Done() <-chan struct{} {
 func (r *request) Err() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.err == nil && !r.deadline.IsZero() && !time.Now().Before(r.deadline) {
+		r.cancelLocked(context.DeadlineExceeded)
+	}
 	return r.err
 }
 
@@ -67,6 +79,10 @@ func (r *request) Value(key any) any { return r.parent.Value(key) }
 func (r *request) cancel(err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.cancelLocked(err)
+}
+
+func (r *request) cancelLocked(err error) {
 	if r.err != nil {
 		return
 	}
@@ -79,17 +95,13 @@ func (r *request) cancel(err error) {
 	}
 }
 
-// startDeadline arms the deadline; it must be called before the handler runs.
+// startDeadline ends the context at once if the deadline has passed; it
+// must be called before the handler runs. A later deadline is armed when
+// the handler asks for Done.
 func (r *request) startDeadline() {
-	if r.deadline.IsZero() {
-		return
-	}
-	d := time.Until(r.deadline)
-	if d <= 0 {
+	if !r.deadline.IsZero() && time.Until(r.deadline) <= 0 {
 		r.cancel(context.DeadlineExceeded)
-		return
 	}
-	r.timer = time.AfterFunc(d, func() { r.cancel(context.DeadlineExceeded) })
 }
 
 func (r *request) String() string { return "worker.request(" + r.tx + ")" }

@@ -94,7 +94,7 @@ func (s *Server) register(name string, void bool, run func(context.Context, Seri
 func (s *Server) ServeConn(ctx context.Context, conn net.Conn) error {
 	ss := &session{s: s, conn: conn, codec: newCodec(s.cfg.ser, s.cfg.max),
 		active: make(map[string]*request), slots: make(chan struct{}, maxInFlight), ctx: ctx,
-		work: make(chan *request), quit: make(chan struct{})}
+		work: make(chan *request)}
 	ss.wq = wqueue{conn: conn, broken: func(error) { conn.Close() }, timeoutsBreak: true}
 	if !s.add(ss) {
 		conn.Close()
@@ -182,11 +182,11 @@ type session struct {
 	wq    wqueue // the replies being written
 	// Handler goroutines outlive their request, up to maxIdle of them, to
 	// take the next one from work: a fresh goroutine would grow its stack
-	// again (decoding is deep), which costs more than the handler.
+	// again (decoding is deep), which costs more than the handler. work is
+	// closed when the session has ended.
 	work chan *request
-	quit chan struct{} // closed when the session has ended
 	idle atomic.Int32
-	peer  bool   // the host completed the handshake and knows the extensions
+	peer bool // the host completed the handshake and knows the extensions
 
 	mu     sync.Mutex
 	active map[string]*request
@@ -370,11 +370,10 @@ func (ss *session) handle(r *request) {
 			ss.idle.Add(-1)
 			return
 		}
-		select {
-		case r = <-ss.work:
-			ss.idle.Add(-1)
-		case <-ss.quit:
-			ss.idle.Add(-1)
+		var ok bool
+		r, ok = <-ss.work
+		ss.idle.Add(-1)
+		if !ok {
 			return
 		}
 	}
@@ -565,7 +564,10 @@ func (ss *session) send(ctx context.Context, kind Kind, tx, typ string, payload 
 // A failed write breaks the stream: the connection is closed and the
 // reader ends the session.
 func (ss *session) write(frame []byte, deadline time.Time) {
-	if _, _, err := ss.wq.write(nil, frame, deadline, false); err != nil {
+	// Alone: no other request is in flight. The reader holds a slot while
+	// it waits for the next request, and each handler one until it returns.
+	alone := len(ss.slots) <= 2
+	if _, _, err := ss.wq.write(nil, frame, deadline, alone, false); err != nil {
 		ss.conn.Close()
 	}
 }
@@ -654,7 +656,7 @@ func (ss *session) end(err error) {
 	ss.mu.Unlock()
 	ss.cancelAll(err)
 	ss.wg.Wait()
-	close(ss.quit)
+	close(ss.work) // the reader, its only sender, is done
 	ss.wq.idle()
 	ss.conn.Close()
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 
 	"github.com/Microsoft/go-winio"
 	"golang.org/x/sys/windows"
@@ -64,10 +65,51 @@ func CurrentUserSDDL() (string, error) {
 // byte mode go-winio's connections do not implement CloseWrite; see
 // CloseWrite in this package.
 //
-// Call Listen before handing path to any client (see claimFirstInstance).
+// Call Listen before handing path to any client if you can (see
+// claimFirstInstance).
+//
+// A client that dials path while Listen runs (as a worker's host does: it
+// polls a path it published before the worker listens) may reach the first
+// instance before the workaround's probe does, on the platforms where that
+// instance is connectable (see claimFirstInstance). Listen then closes the
+// listener, which breaks that client's connection so that it dials again,
+// and listens again.
 func Listen(path string) (net.Listener, error) {
-	l, _, err := listen(path, true)
-	return l, err
+	for attempt := 1; ; attempt++ {
+		l, claimed, err := listen(path, true)
+		if err != nil || claimed || attempt == maxListenAttempts || !firstInstanceConnectable() {
+			return l, err
+		}
+		l.Close() // a client holds the first instance, which nobody would serve
+	}
+}
+
+// maxListenAttempts bounds Listen's attempts to claim the first instance.
+const maxListenAttempts = 10
+
+var (
+	connectableOnce sync.Once
+	connectable     bool
+)
+
+// firstInstanceConnectable reports whether go-winio's first instance is
+// connectable here (Wine, Windows 7: the bug that claimFirstInstance works
+// around). It finds out once per process, with a pipe of its own that no
+// client knows of: there, the probe connects exactly when it is.
+func firstInstanceConnectable() bool {
+	connectableOnce.Do(func() {
+		path, err := NewPath()
+		if err != nil {
+			return
+		}
+		l, claimed, err := listen(path, true)
+		if err != nil {
+			return
+		}
+		l.Close()
+		connectable = claimed
+	})
+	return connectable
 }
 
 // listen is Listen with the workaround optional (the tests turn it off to
@@ -126,9 +168,10 @@ func listen(path string, claim bool) (l net.Listener, claimed bool, err error) {
 // current user, i.e. us.
 //
 // The only race is with a genuine client that connects between ListenPipe
-// and the probe; it cannot know the path yet if Listen is called before the
-// path is published (as the worker host does: it creates the pipe, then
-// passes the path to the worker it spawns).
+// and the probe. It cannot know the path yet if Listen is called before the
+// path is published; but a worker listens on a path its host published
+// before starting it, and the host polls it, so Listen detects a lost race
+// and listens again (see Listen).
 //
 // It reports whether the probe connected, i.e. whether the workaround was
 // needed.

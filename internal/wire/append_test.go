@@ -3,6 +3,8 @@ package wire
 import (
 	"bytes"
 	"encoding/binary"
+	"math/bits"
+	"strconv"
 	"testing"
 )
 
@@ -36,9 +38,22 @@ func TestSpecial8(t *testing.T) {
 			}
 			w[pos] = byte(v)
 			want := v < 0x20 || v == '"' || v == '\\'
-			if got := special8(binary.LittleEndian.Uint64(w[:])); got != want {
-				t.Fatalf("byte %#x at %d: got %v", v, pos, got)
+			m := special8(binary.LittleEndian.Uint64(w[:]))
+			if (m != 0) != want || want && bits.TrailingZeros64(m)>>3 != pos {
+				t.Fatalf("byte %#x at %d: mask %#x", v, pos, m)
 			}
+		}
+	}
+}
+
+func TestParseInt64(t *testing.T) {
+	for _, in := range []string{"0", "-0", "+0", "1", "-1", "+17", "1700000000123", "9223372036854775807",
+		"9223372036854775808", "-9223372036854775808", "-9223372036854775809", "99999999999999999999",
+		"", "-", "+", "1.5", "1e3", " 1", "1_000", "0x10", "007", "--1"} {
+		want, err := strconv.ParseInt(in, 10, 64)
+		got, ok := parseInt64([]byte(in))
+		if ok != (err == nil) || ok && got != want {
+			t.Errorf("%q: got %d, %v; want %d, %v", in, got, ok, want, err)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/bits"
 	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -128,8 +129,8 @@ func (p *parser) field(key string, e *Envelope) error {
 	case "deadline":
 		var v []byte
 		if v, err = p.value(); err == nil {
-			e.Deadline, err = strconv.ParseInt(string(v), 10, 64)
-			if err != nil {
+			var ok bool
+			if e.Deadline, ok = parseInt64(v); !ok {
 				err = p.fail(`"deadline" must be an integer`)
 			}
 		}
@@ -146,6 +147,16 @@ func (p *parser) str() ([]byte, error) {
 	}
 	start, escaped := p.i, false
 	for p.i < len(p.b) {
+		// Skip to the next byte that matters, eight bytes at a time: a
+		// long payload string (base64 of bytes) is most of a big frame.
+		if p.i+8 <= len(p.b) {
+			m := special8(binary.LittleEndian.Uint64(p.b[p.i:]))
+			if m == 0 {
+				p.i += 8
+				continue
+			}
+			p.i += bits.TrailingZeros64(m) >> 3
+		}
 		switch c := p.b[p.i]; {
 		case c == '"':
 			p.i++
@@ -165,27 +176,49 @@ func (p *parser) str() ([]byte, error) {
 			return nil, p.fail("control character in string")
 		default:
 			p.i++
-			// Skip plain characters eight at a time: a long payload
-			// string (base64 of bytes) is most of a big frame.
-			for p.i+8 <= len(p.b) && !special8(binary.LittleEndian.Uint64(p.b[p.i:])) {
-				p.i += 8
-			}
 		}
 	}
 	return nil, p.fail("unterminated string")
 }
 
-// special8 reports whether any of the eight bytes in x is a quote, a
-// backslash or a control character (the bytes str must look at).
-func special8(x uint64) bool {
+// special8 marks the bytes of x (little-endian) that str must look at: a
+// quote, a backslash or a control character. The lowest marked byte is
+// exactly the first such byte (marks above it may be spurious).
+func special8(x uint64) uint64 {
 	const lo, hi = 0x0101010101010101, 0x8080808080808080
 	q, b := x^(lo*'"'), x^(lo*'\\')
-	return ((x-lo*0x20)&^x|(q-lo)&^q|(b-lo)&^b)&hi != 0
+	return ((x-lo*0x20)&^x | (q-lo)&^q | (b-lo)&^b) & hi
 }
 
 // validUTF8 replaces each byte of an invalid UTF-8 sequence with U+FFFD,
 // as encoding/json does for escaped strings and AppendString on the way
 // out: a reply then carries exactly the tx that its request was read with.
+// parseInt64 is strconv.ParseInt(string(b), 10, 64) without the
+// allocation of the string (which its error would keep).
+func parseInt64(b []byte) (int64, bool) {
+	neg := false
+	if len(b) > 0 && (b[0] == '-' || b[0] == '+') {
+		neg, b = b[0] == '-', b[1:]
+	}
+	if len(b) == 0 {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range b {
+		if c < '0' || c > '9' || n > (1<<63)/10 {
+			return 0, false
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	if neg && n <= 1<<63 {
+		return -int64(n), true
+	}
+	if n > 1<<63-1 {
+		return 0, false
+	}
+	return int64(n), true
+}
+
 func validUTF8(b []byte) []byte {
 	if utf8.Valid(b) {
 		return b
