@@ -196,3 +196,31 @@ func BenchmarkSpawnClose(b *testing.B) {
 		w.Close()
 	}
 }
+
+// A small call, client and server together in this process, allocates at
+// most 10 times (the payload, the result and what they hold included).
+func TestAllocsPerCall(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector changes allocation counts")
+	}
+	for _, s := range serializers {
+		t.Run(s.name, func(t *testing.T) {
+			c := inProcess(t, "pipe", s.ser)
+			ctx := context.Background()
+			req := PingReq{Message: "hello"}
+			call := func() {
+				if res, err := worker.Call(ctx, c, benchPing, req); err != nil || res.Message != "hello" {
+					t.Fatal(res, err)
+				}
+			}
+			for range 100 {
+				call() // fill the pools and caches
+			}
+			if n := testing.AllocsPerRun(1000, call); n > 10 {
+				t.Errorf("%.1f allocations per call; want at most 10", n)
+			} else {
+				t.Logf("%.1f allocations per call", n)
+			}
+		})
+	}
+}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"net"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -29,10 +31,14 @@ type Client struct {
 	wq    wqueue // the frames being written
 	lost  func(error) error
 
-	mu      sync.Mutex
-	pending map[string]*call
-	err     error       // why the connection ended; nil while it is up
-	ended   atomic.Bool // err is set
+	// The calls waiting for a reply, by tx, in shards: many callers and
+	// the reader come and go at once.
+	pending  [pendingShards]pendingShard
+	inflight atomic.Int32 // calls in pending
+
+	mu    sync.Mutex
+	err   error       // why the connection ended; nil while it is up
+	ended atomic.Bool // err is set
 
 	readDone chan struct{}
 }
@@ -60,7 +66,10 @@ func NewClient(ctx context.Context, conn net.Conn, opts *Options) (*Client, erro
 // *CrashError with the exit status).
 func newClient(ctx context.Context, conn net.Conn, cfg *hostConfig, secret, id string, lost func(error) error) (*Client, error) {
 	c := &Client{cfg: cfg, codec: newCodec(cfg.ser, cfg.max), conn: conn, lost: lost,
-		pending: make(map[string]*call), readDone: make(chan struct{})}
+		readDone: make(chan struct{})}
+	for i := range c.pending {
+		c.pending[i].m = make(map[string]*call)
+	}
 	c.wq.conn = conn
 	c.wq.broken = func(err error) { c.fail(c.lostErr(fmt.Errorf("worker: writing to the worker: %w", err))) }
 	var rest []byte
@@ -244,40 +253,61 @@ func (c *Client) release(cl *call) {
 	calls.Put(cl)
 }
 
+const pendingShards = 16
+
+type pendingShard struct {
+	mu sync.Mutex
+	m  map[string]*call
+	_  [48]byte // a cache line each
+}
+
+var pendingSeed = maphash.MakeSeed()
+
 // register adds a call to the pending set and returns the number of calls
 // in flight, this one included.
 func (c *Client) register(tx string, cl *call) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.err != nil {
-		return 0, c.err
+	s := &c.pending[maphash.String(pendingSeed, tx)%pendingShards]
+	s.mu.Lock()
+	// fail sets ended before it empties the shards: a call added here
+	// before that is answered by fail, and one after that fails here.
+	if c.ended.Load() {
+		s.mu.Unlock()
+		return 0, c.Err()
 	}
-	if _, dup := c.pending[tx]; dup {
+	if _, dup := s.m[tx]; dup {
+		s.mu.Unlock()
 		return 0, fmt.Errorf("worker: transaction id %q is already in flight", tx)
 	}
-	c.pending[tx] = cl
-	return len(c.pending), nil
+	s.m[tx] = cl
+	s.mu.Unlock()
+	return int(c.inflight.Add(1)), nil
 }
 
 // forget removes a call from the pending set; it reports false if the call
 // was not there, in which case its outcome is on the way to cl.done.
 func (c *Client) forget(tx string) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.pending[tx]; !ok {
-		return false
+	s := &c.pending[maphash.String(pendingSeed, tx)%pendingShards]
+	s.mu.Lock()
+	_, ok := s.m[tx]
+	delete(s.m, tx)
+	s.mu.Unlock()
+	if ok {
+		c.inflight.Add(-1)
 	}
-	delete(c.pending, tx)
-	return true
+	return ok
 }
 
 // take removes and returns the call of tx.
 func (c *Client) take(tx []byte) *call {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	cl := c.pending[string(tx)]
+	s := &c.pending[maphash.Bytes(pendingSeed, tx)%pendingShards]
+	s.mu.Lock()
+	cl := s.m[string(tx)]
 	if cl != nil {
-		delete(c.pending, string(tx))
+		delete(s.m, string(tx))
+	}
+	s.mu.Unlock()
+	if cl != nil {
+		c.inflight.Add(-1)
 	}
 	return cl
 }
@@ -301,6 +331,12 @@ func (c *Client) write(ctx context.Context, frame []byte, deadline time.Time, al
 	case !broken && isTimeout(err):
 		// The call's deadline passed while the worker was not reading.
 		return 0, fmt.Errorf("worker: writing to the worker: %w (%v)", context.DeadlineExceeded, err)
+	case broken:
+		// The connection is failing (wq.broken was called, maybe by another
+		// writer still waiting for the worker's exit status): the call gets
+		// what the calls in flight get, a *CrashError for a dead worker.
+		<-c.readDone
+		return 0, c.Err()
 	}
 	return 0, fmt.Errorf("worker: writing to the worker: %w", err)
 }
@@ -342,12 +378,18 @@ func (c *Client) fail(err error) {
 	}
 	c.err = err
 	c.ended.Store(true)
-	pending := c.pending
-	c.pending = make(map[string]*call)
 	c.mu.Unlock()
 	c.conn.Close()
-	for _, cl := range pending {
-		cl.done <- err
+	for i := range c.pending {
+		s := &c.pending[i]
+		s.mu.Lock()
+		pending := s.m
+		s.m = make(map[string]*call)
+		s.mu.Unlock()
+		for _, cl := range pending {
+			c.inflight.Add(-1)
+			cl.done <- err
+		}
 	}
 }
 
@@ -378,12 +420,18 @@ func (c *Client) readLoop() {
 			c.cfg.log.warn("dropping a reply to an unknown transaction", "type", string(e.Type), "tx", string(e.Tx))
 			continue
 		}
-		cl.done <- c.deliver(cl, &e)
+		cl.done <- c.deliver(cl, &e, c.rd.Owned())
+		if len(c.rd.Buffered()) == 0 {
+			// Let the callers just answered run before this goroutine
+			// reads again (most likely to find nothing yet): a caller that
+			// waits for this one to block loses a read's time.
+			runtime.Gosched()
+		}
 	}
 }
 
 // deliver decodes a reply into its call and returns the call's outcome.
-func (c *Client) deliver(cl *call, e *wire.Envelope) error {
+func (c *Client) deliver(cl *call, e *wire.Envelope, owned bool) error {
 	kind, ok := replyKind(e.Type, cl.typ)
 	if len(c.cfg.mw) > 0 {
 		m := c.codec.message(kind, e)
@@ -405,7 +453,11 @@ func (c *Client) deliver(cl *call, e *wire.Envelope) error {
 		}
 		return &RemoteError{Type: cl.typ, Name: ep.Name, Message: ep.Message, Code: ep.Code, Stack: ep.Stack}
 	case cl.out != nil && e.Payload != nil:
-		if err := c.cfg.ser.DecodePayload(e.Payload, cl.out); err != nil {
+		ser := c.cfg.ser
+		if owned && len(c.cfg.mw) == 0 && c.codec.direct == directBinary {
+			ser = ownedBinary{} // the frame's memory is the result's to keep
+		}
+		if err := ser.DecodePayload(e.Payload, cl.out); err != nil {
 			return fmt.Errorf("worker: %s: decoding the result: %w", cl.typ, err)
 		}
 	}

@@ -62,3 +62,47 @@ func (c *codec) frameValue(dst []byte, typ, tx string, v any, deadline int64) (f
 	}
 	return dst, nil, nil
 }
+
+// ownedBinary is Binary for payloads in memory that nobody reuses (a big
+// frame read into a buffer of its own): a byte string decoded into a
+// []byte is that memory, not a copy of it.
+type ownedBinary struct{ Binary }
+
+func (o ownedBinary) DecodePayload(data []byte, v any) error {
+	if b, ok := v.(*[]byte); ok && b != nil {
+		if s, ok := cborByteString(data); ok {
+			*b = s
+			return nil
+		}
+	}
+	return o.Binary.DecodePayload(data, v)
+}
+
+// cborByteString returns the content of data if data is exactly one
+// definite-length, non-empty CBOR byte string.
+func cborByteString(data []byte) ([]byte, bool) {
+	if len(data) == 0 || data[0]>>5 != 2 {
+		return nil, false
+	}
+	var n uint64
+	h := 1
+	switch ai := data[0] & 0x1f; {
+	case ai < 24:
+		n = uint64(ai)
+	case ai <= 27:
+		w := 1 << (ai - 24)
+		if len(data) < 1+w {
+			return nil, false
+		}
+		for _, c := range data[1 : 1+w] {
+			n = n<<8 | uint64(c)
+		}
+		h += w
+	default:
+		return nil, false // indefinite length, or reserved
+	}
+	if n == 0 || n != uint64(len(data)-h) {
+		return nil, false
+	}
+	return data[h:len(data):len(data)], true
+}

@@ -87,6 +87,9 @@ func decodeJSON(data []byte, v any) error {
 	if b, ok := v.(*[]byte); ok && b != nil && decodeJSONBytes(data, b) {
 		return nil
 	}
+	if pl, p := planned(v); pl != nil && pl.decode(data, p) {
+		return nil
+	}
 	if len(data) > maxPooledDecode {
 		return json.Unmarshal(data, v)
 	}

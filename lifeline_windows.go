@@ -1,6 +1,8 @@
 package worker
 
 import (
+	"sync/atomic"
+
 	"golang.org/x/sys/windows"
 
 	"github.com/isolated-workers/worker/internal/wire"
@@ -23,3 +25,8 @@ func watchHost(d wire.StartupData, gone func()) {
 		gone()
 	}()
 }
+
+// hostCleansUp is never set on Windows: there is no lifeline to tell it.
+var hostCleansUp atomic.Bool
+
+func (p *process) closingInOrder() {}

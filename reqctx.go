@@ -24,6 +24,7 @@ type request struct {
 	tx      string
 	h       *handler
 	payload *[]byte // a copy of the payload, nil when the request had none
+	owned   bool    // payload is the frame's own memory, not a pooled copy
 
 	txBuf [36]byte // holds tx when it fits (a UUID does): see setTx
 }

@@ -89,6 +89,11 @@ func (JSON) AppendPayload(dst []byte, v any) ([]byte, error) {
 	case []byte:
 		return appendJSONBytes(dst, b), nil
 	}
+	if pl, p := planned(v); pl != nil {
+		if out, ok := pl.encode(dst, p); ok {
+			return out, nil
+		}
+	}
 	e := jsonEncoders.Get().(*jsonEncoder)
 	e.buf.Reset()
 	err := e.enc.Encode(v)

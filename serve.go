@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -30,7 +31,12 @@ var ErrNotWorker = errors.New("worker: this process was not started as a worker 
 //
 // It returns ErrNotWorker when the startup data is missing, and an error
 // wrapping ErrSerializerMismatch when the host uses another serializer.
-func Serve(ctx context.Context, s *Server) error {
+func Serve(ctx context.Context, s *Server) error { return s.serve(ctx, false) }
+
+// serve is Serve; exiting says that the process exits as soon as it
+// returns (Main), so that what only matters to a process that goes on can
+// be skipped.
+func (s *Server) serve(ctx context.Context, exiting bool) error {
 	d, ok, err := wire.ParseStartup(os.Getenv)
 	if !ok {
 		return ErrNotWorker
@@ -53,8 +59,21 @@ func Serve(ctx context.Context, s *Server) error {
 		os.Unsetenv(k)
 	}
 	s.secret, s.id = d.Secret, d.ID
+	// Registering for signals starts threads, and encoding/json analyses a
+	// type on its first use: both are done while this goroutine listens
+	// and the host connects. The handshake waits for the registration, so
+	// that a host that has connected knows SIGTERM to be handled.
+	sigs := make(chan os.Signal, 1)
+	notified := make(chan struct{})
+	go func() {
+		signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+		close(notified)
+		warmJSON()
+	}()
 	ln, err := listen(d.SocketPath)
 	if err != nil {
+		<-notified
+		signal.Stop(sigs)
 		return fmt.Errorf("worker: listening on %s: %w", d.SocketPath, err)
 	}
 	if d.ReadyFD > 0 {
@@ -63,7 +82,30 @@ func Serve(ctx context.Context, s *Server) error {
 			f.Close()
 		}
 	}
-	return s.serveListener(ctx, ln, d)
+	if !exiting {
+		// A process about to exit does not need this: it would only wait
+		// for a signal being delivered (SIGTERM, from a closing host) to
+		// settle.
+		defer func() {
+			<-notified
+			signal.Stop(sigs)
+		}()
+	}
+	s.sigReady = notified
+	return s.serveListener(ctx, ln, d, sigs, exiting)
+}
+
+var warmed sync.Once
+
+// warmJSON has encoding/json analyse the types of the handshake ahead of
+// their first use.
+func warmJSON() {
+	warmed.Do(func() {
+		var h helloRequest
+		json.Unmarshal([]byte(`{}`), &h)
+		json.Marshal(&helloReply{})
+		json.Marshal(&ErrorPayload{})
+	})
 }
 
 // Main turns this process into a worker if a host started it as one:
@@ -80,7 +122,7 @@ func Main(s *Server) {
 	if _, ok, _ := wire.ParseStartup(os.Getenv); !ok {
 		return
 	}
-	if err := Serve(context.Background(), s); err != nil {
+	if err := s.serve(context.Background(), true); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
@@ -88,12 +130,9 @@ func Main(s *Server) {
 }
 
 // serveListener accepts hosts on ln until it is time to stop.
-func (s *Server) serveListener(ctx context.Context, ln net.Listener, d wire.StartupData) error {
+func (s *Server) serveListener(ctx context.Context, ln net.Listener, d wire.StartupData, sigs <-chan os.Signal, exiting bool) error {
 	ctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	defer signal.Stop(sigs)
 
 	parent := os.Getppid()
 	hostGone := make(chan struct{})
@@ -124,12 +163,25 @@ func (s *Server) serveListener(ctx context.Context, ln net.Listener, d wire.Star
 	active := 0
 	abandon := false // the host is dead: do not wait for handlers
 	defer func() {
-		ln.Close() // removes the socket file
-		if d.OwnDir {
-			os.Remove(filepath.Dir(d.SocketPath)) // only if empty
+		cleanUp := !hostCleansUp.Load() // else the host is doing it meanwhile
+		if _, unix := ln.(*net.UnixListener); unix && exiting {
+			// The process exits next, closing the listener: closing it
+			// here would wait for acceptLoop to see it closed. Only the
+			// socket file needs removing.
+			if cleanUp {
+				os.Remove(d.SocketPath)
+			}
+		} else {
+			if ul, ok := ln.(*net.UnixListener); ok && !cleanUp {
+				ul.SetUnlinkOnClose(false)
+			}
+			ln.Close() // removes the socket file
+			close(quit)
+			for range acceptErr {
+			}
 		}
-		close(quit)
-		for range acceptErr {
+		if d.OwnDir && cleanUp {
+			os.Remove(filepath.Dir(d.SocketPath)) // only if empty
 		}
 		if !abandon {
 			wg.Wait()

@@ -31,6 +31,9 @@ type Server struct {
 	// Set by Serve from the startup data; empty when serving a bare conn.
 	secret, id string
 	mismatch   error // the host announced another serializer
+	// sigReady, when not nil, is closed once Serve handles SIGTERM: the
+	// handshake waits for it.
+	sigReady <-chan struct{}
 
 	mu       sync.Mutex
 	served   bool // a host completed a connection
@@ -94,7 +97,7 @@ func (s *Server) register(name string, void bool, run func(context.Context, Seri
 func (s *Server) ServeConn(ctx context.Context, conn net.Conn) error {
 	ss := &session{s: s, conn: conn, codec: newCodec(s.cfg.ser, s.cfg.max),
 		active: make(map[string]*request), slots: make(chan struct{}, maxInFlight), ctx: ctx,
-		work: make(chan *request)}
+		work: make(chan *request), ended: make(chan error, 1)}
 	ss.wq = wqueue{conn: conn, broken: func(error) { conn.Close() }, timeoutsBreak: true}
 	if !s.add(ss) {
 		conn.Close()
@@ -142,6 +145,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		sessions = append(sessions, ss)
 	}
 	s.mu.Unlock()
+	if len(sessions) == 0 {
+		return nil // the common end of a worker: its host hung up first
+	}
 
 	idle := make(chan struct{})
 	go func() {
@@ -180,13 +186,19 @@ type session struct {
 	slots chan struct{}
 	wg    sync.WaitGroup
 	wq    wqueue // the replies being written
-	// Handler goroutines outlive their request, up to maxIdle of them, to
-	// take the next one from work: a fresh goroutine would grow its stack
-	// again (decoding is deep), which costs more than the handler. work is
-	// closed when the session has ended.
-	work chan *request
-	idle atomic.Int32
-	peer bool // the host completed the handshake and knows the extensions
+	// One goroutine at a time reads requests (the reader role). While more
+	// requests are already buffered, it hands each one to an idle goroutine
+	// through work and reads on; the last one it runs itself, after passing
+	// the role on (a nil request on work), so that a lone request does not
+	// wait for a goroutine switch. Goroutines outlive their request, up to
+	// maxIdle of them waiting: a fresh goroutine would grow its stack again
+	// (decoding is deep). work is closed when the session has ended, and
+	// ended receives why the reading stopped.
+	work  chan *request
+	idle  atomic.Int32
+	ended chan error
+	env   wire.Envelope // the reader's
+	peer  bool          // the host completed the handshake and knows the extensions
 
 	mu     sync.Mutex
 	active map[string]*request
@@ -204,35 +216,87 @@ func (ss *session) serve() error {
 	ss.s.mu.Unlock()
 	ss.rd = wire.NewReader(ss.conn, ss.codec.term, ss.s.cfg.max)
 	ss.rd.Prime(first)
-	var e wire.Envelope
+	go ss.handle(nil)
+	return <-ss.ended
+}
+
+// handle runs r, or takes the reader role if r is nil, and then waits,
+// idle, for more; see session.work.
+func (ss *session) handle(r *request) {
+	for {
+		if r == nil {
+			if r = ss.read(); r == nil {
+				return // the connection ended
+			}
+		}
+		ss.run(r)
+		if ss.idle.Add(1) > maxIdle {
+			ss.idle.Add(-1)
+			return
+		}
+		var ok bool
+		r, ok = <-ss.work
+		ss.idle.Add(-1)
+		if !ok {
+			return
+		}
+	}
+}
+
+// give hands r, or the reader role if r is nil, to another goroutine.
+func (ss *session) give(r *request) {
+	select {
+	case ss.work <- r:
+	default:
+		go ss.handle(r)
+	}
+}
+
+// read reads, in the reader role, until the last request already received
+// is to be handled: it passes the role on and returns that request, its
+// in-flight slot taken. When the connection ends, it sends why to
+// ss.ended and returns nil.
+func (ss *session) read() *request {
+	e := &ss.env
 	for {
 		ss.slots <- struct{}{}
 		frame, err := ss.rd.Next()
 		if err != nil {
 			<-ss.slots
 			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrClosedPipe) {
+				ss.ended <- nil
 				return nil
 			}
 			if errors.Is(err, wire.ErrTooLarge) {
 				err = fmt.Errorf("%w: %w", ErrProtocol, err)
 			}
 			ss.protocolError(err)
-			return fmt.Errorf("worker: reading from the host: %w", err)
+			ss.ended <- fmt.Errorf("worker: reading from the host: %w", err)
+			return nil
 		}
-		if err := ss.codec.parse(frame, &e); err != nil {
+		if err := ss.codec.parse(frame, e); err != nil {
 			<-ss.slots
 			ss.protocolError(err)
-			return err
+			ss.ended <- err
+			return nil
 		}
 		if len(e.Tx) == 0 {
 			// No host could match a reply to it: the stream is not a host's.
 			<-ss.slots
 			err := fmt.Errorf("%w: a %q message without a transaction id", ErrProtocol, e.Type)
 			ss.protocolError(err)
-			return err
+			ss.ended <- err
+			return nil
 		}
-		if !ss.dispatch(&e) {
+		r := ss.dispatch(e)
+		switch {
+		case r == nil:
 			<-ss.slots
+		case len(ss.rd.Buffered()) > 0:
+			ss.give(r) // more is here already: read on
+		default:
+			ss.give(nil)
+			return r
 		}
 	}
 }
@@ -277,6 +341,9 @@ func (ss *session) greet() ([]byte, error) {
 		}
 		return nil, fmt.Errorf("%w: %s", ErrSerializerMismatch, msg)
 	}
+	if ss.s.sigReady != nil {
+		<-ss.s.sigReady
+	}
 	p, _ := json.Marshal(helloReply{Protocol: protocolVersion, Serializer: ss.s.cfg.ser.Name(), ID: ss.s.id,
 		Pid: pid, KeepAlive: ss.s.cfg.keepAlive, Capabilities: []string{capCancel, capDeadline, capShutdown}})
 	if _, err := ss.conn.Write(append(wire.AppendJSON(nil, typeHello+"Result", string(e.Tx), p, 0), '\n')); err != nil {
@@ -307,9 +374,9 @@ func peekHello(r io.Reader) (head []byte, isHello bool, err error) {
 	return buf, true, nil
 }
 
-// dispatch starts the handling of one parsed request. It reports whether a
-// handler goroutine took over the in-flight slot.
-func (ss *session) dispatch(e *wire.Envelope) bool {
+// dispatch handles one parsed message, and returns the request whose
+// handler is to run, if any: it then holds the in-flight slot.
+func (ss *session) dispatch(e *wire.Envelope) *request {
 	h := (*ss.s.handlers.Load())[string(e.Type)]
 	if h != nil {
 		return ss.start(h, e)
@@ -317,67 +384,49 @@ func (ss *session) dispatch(e *wire.Envelope) bool {
 	tx := string(e.Tx)
 	if len(e.Type) == 0 {
 		ss.replyError(nil, tx, "Error", &RemoteError{Name: "ProtocolError", Message: "message without a type", Code: CodeBadPayload})
-		return false
+		return nil
 	}
 	switch string(e.Type) {
 	case typeCancel:
 		ss.cancelTx(e)
-		return false
+		return nil
 	case typeShutdown:
 		go ss.shutdownRequested(tx)
-		return false
+		return nil
 	}
 	ss.replyError(nil, tx, string(e.Type)+"Error", &RemoteError{Name: "Error",
 		Message: unknownPrefix + string(e.Type), Code: CodeUnknownMessage})
-	return false
+	return nil
 }
 
-// start starts the handler h of a request. It reports whether a handler
-// goroutine took over the in-flight slot.
-func (ss *session) start(h *handler, e *wire.Envelope) bool {
+// start registers a request for its handler h, and returns it; nil when it
+// was refused (and answered).
+func (ss *session) start(h *handler, e *wire.Envelope) *request {
 	r := &request{parent: ss.ctx, h: h}
 	r.setTx(e.Tx)
 	tx := r.tx
 	if ss.peer {
 		r.deadline = fromUnixMilli(e.Deadline)
 	}
-	if e.Payload != nil {
+	switch {
+	case e.Payload != nil && ss.rd.Owned():
+		// A big frame read into memory of its own: no copy.
+		p := e.Payload // e is the reader's, reused
+		r.payload, r.owned = &p, true
+	case e.Payload != nil:
 		r.payload = getBuf()
 		*r.payload = append((*r.payload)[:0], e.Payload...)
 	}
 	if err := ss.begin(r); err != nil {
 		ss.release(r)
 		ss.replyError(nil, tx, h.errType, err)
-		return false
+		return nil
 	}
-	select {
-	case ss.work <- r: // an idle handler goroutine takes it
-	default:
-		go ss.handle(r)
-	}
-	return true
+	return r
 }
 
-// maxIdle bounds the handler goroutines of a session kept waiting for work.
+// maxIdle bounds the goroutines of a session kept waiting for work.
 const maxIdle = 64
-
-// handle runs r, then further requests as long as it is one of the first
-// maxIdle goroutines waiting for one.
-func (ss *session) handle(r *request) {
-	for {
-		ss.run(r)
-		if ss.idle.Add(1) > maxIdle {
-			ss.idle.Add(-1)
-			return
-		}
-		var ok bool
-		r, ok = <-ss.work
-		ss.idle.Add(-1)
-		if !ok {
-			return
-		}
-	}
-}
 
 // begin registers r as active, refusing duplicates and requests that
 // arrive during a shutdown.
@@ -410,6 +459,9 @@ func (ss *session) run(r *request) {
 		ss.wg.Done()
 	}()
 	h, ser := r.h, ss.codec.ser
+	if r.owned && ss.codec.direct == directBinary {
+		ser = ownedBinary{} // the payload's memory is the request's own
+	}
 	var payload []byte
 	if r.payload != nil {
 		payload = *r.payload
@@ -443,10 +495,10 @@ func (ss *session) untrack(r *request) {
 }
 
 func (ss *session) release(r *request) {
-	if r.payload != nil {
+	if r.payload != nil && !r.owned {
 		putBuf(r.payload)
-		r.payload = nil
 	}
+	r.payload = nil
 }
 
 func safeRun(ctx context.Context, h *handler, ser Serializer, payload []byte) (res any, err error) {

@@ -31,9 +31,9 @@ type Worker struct {
 	addr   string
 	dir    string // the private socket directory we made, removed on Close
 
-	mu         sync.Mutex
-	proc       *process // nil for an attached worker
-	client     *Client  // nil while disconnected
+	mu         sync.RWMutex // read-locked by every call (current), written rarely
+	proc       *process     // nil for an attached worker
+	client     *Client      // nil while disconnected
 	peer       peerInfo
 	dead       *CrashError   // set when the worker died and will not be replaced
 	restarting chan struct{} // closed when the restart in progress ends
@@ -148,6 +148,10 @@ func (w *Worker) restart(old *process, crash *CrashError, done chan struct{}) {
 		old.stop(w.cfg.grace)
 	}
 	removeSocket(w.addr)
+	if w.dir != "" {
+		// A worker that exited cleanly removed its private directory.
+		os.Mkdir(w.dir, 0o700)
+	}
 	p, c, err := w.launch(w.stopCtx, w.tmpl)
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -172,13 +176,15 @@ func (w *Worker) restart(old *process, crash *CrashError, done chan struct{}) {
 // in progress.
 func (w *Worker) current(ctx context.Context) (*Client, error) {
 	for {
-		w.mu.Lock()
+		// A read lock is enough for calls.Add: Shutdown sets closing under
+		// the write lock before it waits for calls.
+		w.mu.RLock()
 		c, restarting, dead, closing := w.client, w.restarting, w.dead, w.closing
 		if c != nil && !closing && c.Err() != nil {
 			// The connection broke and watch has not handled it yet: do it
 			// here, so that a retry does not meet the same dead connection.
 			p := w.proc
-			w.mu.Unlock()
+			w.mu.RUnlock()
 			<-c.Done()
 			w.lost(p, c, c.Err())
 			continue
@@ -186,7 +192,7 @@ func (w *Worker) current(ctx context.Context) (*Client, error) {
 		if c != nil && !closing {
 			w.calls.Add(1)
 		}
-		w.mu.Unlock()
+		w.mu.RUnlock()
 		switch {
 		case closing:
 			return nil, ErrClosed
@@ -357,6 +363,18 @@ func (w *Worker) close() {
 	if restarting != nil {
 		<-restarting // the restart sees closing and stops what it started
 	}
+	var cleaned chan struct{}
+	if p != nil {
+		// Nobody needs the socket any more: it goes while the process
+		// exits, rather than after; the worker, told, leaves it to us.
+		p.closingInOrder()
+		cleaned = make(chan struct{})
+		go func() {
+			removeSocket(w.addr)
+			w.removeDir()
+			close(cleaned)
+		}()
+	}
 	if c != nil {
 		if p == nil && c.peer.shutdown {
 			w.askShutdown(c, w.cfg.grace)
@@ -370,7 +388,7 @@ func (w *Worker) close() {
 	}
 	if p != nil {
 		p.stop(w.cfg.grace)
-		removeSocket(w.addr)
+		<-cleaned
 	} else if w.peer.pid != 0 && !waitGone(w.peer.pid, w.cfg.grace) {
 		killPid(w.peer.pid)
 	}

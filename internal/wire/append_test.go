@@ -6,6 +6,7 @@ import (
 	"math/bits"
 	"strconv"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestEnvelopeHalves(t *testing.T) {
@@ -56,4 +57,43 @@ func TestParseInt64(t *testing.T) {
 			t.Errorf("%q: got %d, %v; want %d, %v", in, got, ok, want, err)
 		}
 	}
+}
+
+// appendStringRef is AppendString one byte at a time, as it was written
+// first.
+func appendStringRef(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		switch {
+		case c >= 0x20 && c < utf8.RuneSelf && c != '"' && c != '\\':
+			dst = append(dst, c)
+			i++
+		case c == '"' || c == '\\':
+			dst = append(dst, '\\', c)
+			i++
+		case c == '\n':
+			dst = append(dst, '\\', 'n')
+			i++
+		default:
+			r, size := rune(c), 1
+			if c >= utf8.RuneSelf {
+				r, size = utf8.DecodeRuneInString(s[i:])
+			}
+			dst = appendRuneEscape(dst, r)
+			i += size
+		}
+	}
+	return append(dst, '"')
+}
+
+func FuzzAppendString(f *testing.F) {
+	for _, s := range []string{"", "ping", "0f8fad5b-d9cb-469f-a165-70867728950e", "a\"b\\c\nd\x01é🎉\xff"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := AppendString([]byte("x"), s), appendStringRef([]byte("x"), s); !bytes.Equal(got, want) {
+			t.Fatalf("%q: got %s, want %s", s, got, want)
+		}
+	})
 }

@@ -35,9 +35,19 @@ type Reader struct {
 	max  int
 
 	buf        []byte
-	start, end int // unread bytes are buf[start:end]
-	scanned    int // bytes of buf[start:end] already searched for term
+	start, end int  // unread bytes are buf[start:end]
+	scanned    int  // bytes of buf[start:end] already searched for term
+	owned      bool // the last frame returned is not in buf (see Owned)
 }
+
+// OwnedMin is the size from which a length-prefixed frame is read into a
+// buffer of its own, straight from the stream, instead of through the
+// Reader's buffer: the caller may keep it (see Owned).
+const OwnedMin = 64 << 10
+
+// Owned reports whether the frame that Next returned last is the caller's
+// to keep: the Reader does not reuse its memory.
+func (r *Reader) Owned() bool { return r.owned }
 
 // NewReader returns a Reader of frames from r. max bounds the size of one
 // frame (without its terminator or length prefix).
@@ -87,6 +97,7 @@ func (r *Reader) nextTerminated() ([]byte, error) {
 }
 
 func (r *Reader) nextPrefixed() ([]byte, error) {
+	r.owned = false
 	if err := r.need(LengthPrefixSize); err != nil {
 		return nil, err
 	}
@@ -94,11 +105,38 @@ func (r *Reader) nextPrefixed() ([]byte, error) {
 	if uint64(n) > uint64(r.max) {
 		return nil, fmt.Errorf("%w (%d bytes, limit %d)", ErrTooLarge, n, r.max)
 	}
+	if n >= OwnedMin {
+		return r.readOwned(int(n))
+	}
 	if err := r.need(LengthPrefixSize + int(n)); err != nil {
 		return nil, err
 	}
 	f := r.buf[r.start+LengthPrefixSize : r.start+LengthPrefixSize+int(n)]
 	r.start += LengthPrefixSize + int(n)
+	return f, nil
+}
+
+// readOwned reads the n-byte body of the frame whose prefix is next into a
+// buffer of its own.
+func (r *Reader) readOwned(n int) ([]byte, error) {
+	r.start += LengthPrefixSize
+	f := make([]byte, n)
+	k := copy(f, r.buf[r.start:r.end])
+	r.start += k
+	for k < n {
+		m, err := r.r.Read(f[k:])
+		k += m
+		if m > 0 {
+			continue
+		}
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		} else if err == nil {
+			err = io.ErrNoProgress
+		}
+		return nil, err
+	}
+	r.owned = true
 	return f, nil
 }
 

@@ -1,0 +1,222 @@
+package worker
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// testFrame is a self-checking frame: length, writer, sequence, filler.
+func testFrame(writer, seq, size int) []byte {
+	f := make([]byte, size)
+	binary.BigEndian.PutUint32(f, uint32(size))
+	binary.BigEndian.PutUint32(f[4:], uint32(writer))
+	binary.BigEndian.PutUint32(f[8:], uint32(seq))
+	for i := 12; i < size; i++ {
+		f[i] = byte(writer + seq + i)
+	}
+	return f
+}
+
+// readFrames reads testFrames until EOF and checks them.
+func readFrames(t *testing.T, r io.Reader) (got map[int][]int) {
+	got = map[int][]int{}
+	var hdr [12]byte
+	for {
+		if _, err := io.ReadFull(r, hdr[:4]); err != nil {
+			return got
+		}
+		size := int(binary.BigEndian.Uint32(hdr[:4]))
+		rest := make([]byte, size-4)
+		if _, err := io.ReadFull(r, rest); err != nil {
+			t.Errorf("a frame cut short: %v", err)
+			return got
+		}
+		w, seq := int(binary.BigEndian.Uint32(rest)), int(binary.BigEndian.Uint32(rest[4:]))
+		if want := testFrame(w, seq, size); !bytes.Equal(want[4:], rest) {
+			t.Errorf("frame %d/%d is corrupt", w, seq)
+		}
+		got[w] = append(got[w], seq)
+	}
+}
+
+func TestWqueueManyWriters(t *testing.T) {
+	for _, kind := range []string{"pipe", "unix"} {
+		t.Run(kind, func(t *testing.T) {
+			a, b := testConnPair(t, kind)
+			q := &wqueue{conn: a, broken: func(error) { a.Close() }}
+			done := make(chan map[int][]int)
+			go func() { done <- readFrames(t, b) }()
+			const writers, each = 16, 200
+			var wg sync.WaitGroup
+			for w := range writers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for seq := range each {
+						size := 16 + (w*31+seq*7)%300
+						if seq%50 == 49 {
+							size = coalesceMax + 100 // now and then a big one
+						}
+						if _, _, err := q.write(nil, testFrame(w, seq, size), time.Time{}, seq%3 == 0, true); err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			q.idle()
+			a.Close()
+			got := <-done
+			for w := range writers {
+				if len(got[w]) != each {
+					t.Fatalf("writer %d: %d frames arrived, want %d", w, len(got[w]), each)
+				}
+				for i, s := range got[w] {
+					if s != i {
+						t.Fatalf("writer %d: frame %d arrived as number %d", w, s, i)
+					}
+				}
+			}
+		})
+	}
+}
+
+// A queued frame taken back never arrives, whether it was still queued or
+// in a write that nobody read; the others do, whole.
+func TestWqueueRemove(t *testing.T) {
+	a, b := newEnteringPipe() // a write blocks until it is read
+	defer b.Close()
+	var brokenCalls atomic.Int32
+	q := &wqueue{conn: a, broken: func(error) { brokenCalls.Add(1); a.Close() }}
+	// The first frame is written directly and blocks: nobody reads yet.
+	first := make(chan error, 1)
+	go func() { _, _, err := q.write(nil, testFrame(0, 0, 40), time.Time{}, true, true); first <- err }()
+	<-a.entered
+	var tickets []uint64
+	for seq := 1; seq <= 6; seq++ {
+		tk, _, err := q.write(nil, testFrame(0, seq, 40), time.Time{}, false, true)
+		if err != nil || tk == 0 {
+			t.Fatalf("queueing %d: ticket %d, %v", seq, tk, err)
+		}
+		tickets = append(tickets, tk)
+	}
+	if !q.remove(tickets[1]) { // frame 2, still queued
+		t.Fatal("a queued frame could not be taken back")
+	}
+	// Read the first frame and part of the second: the flusher is now
+	// writing the batch (frames 1, 3, 4, 5, 6) and blocks.
+	buf := make([]byte, 40+10)
+	if _, err := io.ReadFull(b, buf); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	// Frame 1 is partly written: it cannot be taken back; frame 4 can.
+	if q.remove(tickets[0]) {
+		t.Fatal("a frame partly written was taken back")
+	}
+	if !q.remove(tickets[3]) {
+		t.Fatal("a frame in a blocked write could not be taken back")
+	}
+	go func() { q.idle(); a.Close() }()
+	rest := readFrames(t, io.MultiReader(bytes.NewReader(buf), b))
+	if fmt.Sprint(rest[0]) != "[0 1 3 5 6]" {
+		t.Fatalf("frames arrived: %v, want [0 1 3 5 6]", rest[0])
+	}
+	if n := brokenCalls.Load(); n != 0 {
+		t.Fatalf("broken called %d times", n)
+	}
+}
+
+// A write that fails breaks the stream once; writers waiting are released.
+func TestWqueueBroken(t *testing.T) {
+	a, b := newEnteringPipe()
+	var brokenCalls atomic.Int32
+	q := &wqueue{conn: a, broken: func(error) { brokenCalls.Add(1); a.Close() }}
+	go func() {
+		q.write(nil, testFrame(0, 0, 40), time.Time{}, true, true) // blocks, then fails
+	}()
+	<-a.entered
+	big := make(chan error, 1)
+	go func() { _, _, err := q.write(nil, testFrame(1, 0, coalesceMax+1), time.Time{}, true, true); big <- err }()
+	b.Close()
+	if err := <-big; err == nil {
+		t.Fatal("a big frame waiting to be written: no error after the stream broke")
+	}
+	if _, broken, err := q.write(nil, testFrame(2, 0, 40), time.Time{}, true, true); err == nil || !broken {
+		t.Fatalf("a write after the stream broke: %v, %v", broken, err)
+	}
+	if n := brokenCalls.Load(); n != 1 {
+		t.Fatalf("broken called %d times", n)
+	}
+}
+
+// Waiting for room respects the done channel; a write that times out
+// before its first byte leaves the stream intact.
+func TestWqueueWaitAndTimeout(t *testing.T) {
+	a, b := newEnteringPipe()
+	defer b.Close()
+	q := &wqueue{conn: a, broken: func(error) { a.Close() }}
+	_, broken, err := q.write(nil, testFrame(0, 0, 40), time.Now().Add(20*time.Millisecond), true, true)
+	<-a.entered
+	var ne net.Error
+	if err == nil || broken || !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("a write that nobody read: %v, %v; want a timeout that leaves the stream intact", broken, err)
+	}
+	// A big frame waits for a writer that blocks; done cuts the wait short.
+	go q.write(nil, testFrame(0, 1, 40), time.Time{}, true, true)
+	<-a.entered
+	done := make(chan struct{})
+	close(done)
+	if _, _, err := q.write(done, testFrame(1, 0, coalesceMax+1), time.Time{}, true, true); err != errWaitCanceled {
+		t.Fatalf("waiting with done closed: %v", err)
+	}
+	go func() { q.idle(); a.Close() }()
+	if got := readFrames(t, b); fmt.Sprint(got) != "map[0:[1]]" {
+		t.Fatalf("frames arrived: %v", got)
+	}
+}
+
+func testConnPair(t *testing.T, kind string) (net.Conn, net.Conn) {
+	if kind == "pipe" {
+		return net.Pipe()
+	}
+	ln, err := net.Listen("unix", fmt.Sprintf("%s/wq%d.sock", t.TempDir(), time.Now().UnixNano()%1000))
+	if err != nil {
+		t.Skip(err)
+	}
+	defer ln.Close()
+	acc := make(chan net.Conn, 1)
+	go func() { c, _ := ln.Accept(); acc <- c }()
+	a, err := net.Dial("unix", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, <-acc
+}
+
+// enteringConn tells, on entered, each time a Write begins.
+type enteringConn struct {
+	net.Conn
+	entered chan struct{}
+}
+
+func (c *enteringConn) Write(b []byte) (int, error) {
+	c.entered <- struct{}{}
+	return c.Conn.Write(b)
+}
+
+func newEnteringPipe() (*enteringConn, net.Conn) {
+	a, b := net.Pipe()
+	return &enteringConn{Conn: a, entered: make(chan struct{}, 100)}, b
+}
