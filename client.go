@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/isolated-workers/worker/internal/wire"
 )
@@ -196,6 +197,11 @@ func (c *Client) encode(ctx context.Context, dst []byte, typ string, payload any
 	if m.Tx == "" {
 		if c.cfg.tx != nil {
 			m.Tx = c.cfg.tx(&m)
+			if !utf8.ValidString(m.Tx) || m.Tx == "" {
+				// The JSON wire would carry another tx, and the reply
+				// could never be matched.
+				return nil, "", "", fmt.Errorf("worker: Options.NewTx returned %q: a transaction id must be non-empty valid UTF-8", m.Tx)
+			}
 		} else {
 			m.Tx = newUUID()
 		}

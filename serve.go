@@ -184,7 +184,11 @@ func (s *Server) serveListener(ctx context.Context, ln net.Listener, d wire.Star
 			os.Remove(filepath.Dir(d.SocketPath)) // only if empty
 		}
 		if !abandon {
-			wg.Wait()
+			// Sessions end once their handlers return; a handler that
+			// ignores its cancelled context must not keep the worker alive.
+			ctx, cancel := context.WithTimeout(context.Background(), cancelGrace)
+			waitCtx(ctx, &wg)
+			cancel()
 		}
 	}()
 	for {

@@ -168,13 +168,24 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			// replies, and so the shutdown, forever.
 			ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
 		}
-		<-idle
+		// Handlers get a moment to honour the cancellation; one that
+		// ignores it must not hold the shutdown forever either.
+		t := time.NewTimer(cancelGrace)
+		select {
+		case <-idle:
+		case <-t.C:
+			s.cfg.log.warn("shutting down with handlers that ignored their cancelled context")
+		}
+		t.Stop()
 	}
 	for _, ss := range sessions {
 		ss.conn.Close()
 	}
 	return err
 }
+
+// cancelGrace is how long Shutdown waits for cancelled handlers to return.
+const cancelGrace = time.Second
 
 // session is one connection being served.
 type session struct {
