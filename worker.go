@@ -275,13 +275,9 @@ func (w *Worker) ID() string { return w.id }
 func (w *Worker) Disconnect() error {
 	w.mu.Lock()
 	c := w.client
-	switch {
-	case w.closing:
+	if err := w.canDisconnect(); err != nil {
 		w.mu.Unlock()
-		return ErrClosed
-	case !w.peer.keepAlive:
-		w.mu.Unlock()
-		return ErrNotKeepAlive
+		return err
 	}
 	w.client = nil
 	w.mu.Unlock()
@@ -292,22 +288,27 @@ func (w *Worker) Disconnect() error {
 	return nil
 }
 
+// canDisconnect tells whether the connection may be closed and opened
+// again; w.mu must be held.
+func (w *Worker) canDisconnect() error {
+	switch {
+	case w.closing:
+		return ErrClosed
+	case !w.peer.keepAlive:
+		return ErrNotKeepAlive
+	}
+	return nil
+}
+
 // Reconnect connects again to a keep-alive worker after Disconnect, with
 // the Connect retry policy. It does nothing if already connected.
 func (w *Worker) Reconnect(ctx context.Context) error {
 	w.mu.Lock()
-	switch {
-	case w.closing:
-		w.mu.Unlock()
-		return ErrClosed
-	case !w.peer.keepAlive:
-		w.mu.Unlock()
-		return ErrNotKeepAlive
-	case w.client != nil:
-		w.mu.Unlock()
-		return nil
-	}
+	err, connected := w.canDisconnect(), w.client != nil
 	w.mu.Unlock()
+	if err != nil || connected {
+		return err
+	}
 	c, err := w.dial(ctx)
 	if err != nil {
 		return err

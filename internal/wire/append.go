@@ -1,7 +1,6 @@
 package wire
 
 import (
-	"encoding/binary"
 	"strconv"
 )
 
@@ -31,17 +30,5 @@ func AppendJSONTail(dst []byte, deadline int64) []byte {
 // AppendBinaryHead appends the binary envelope of a message that has a
 // payload, up to the payload, which is the rest of the frame.
 func AppendBinaryHead(dst []byte, typ, tx string, deadline int64) []byte {
-	flags := byte(flagPayload)
-	if deadline != 0 {
-		flags |= flagDeadline
-	}
-	dst = append(dst, flags)
-	dst = binary.AppendUvarint(dst, uint64(len(typ)))
-	dst = append(dst, typ...)
-	dst = binary.AppendUvarint(dst, uint64(len(tx)))
-	dst = append(dst, tx...)
-	if deadline != 0 {
-		dst = binary.AppendVarint(dst, deadline)
-	}
-	return dst
+	return appendBinaryHead(dst, true, typ, tx, deadline)
 }

@@ -17,8 +17,13 @@ var errBinary = errors.New("invalid binary envelope")
 
 // AppendBinary appends the binary envelope of a message.
 func AppendBinary(dst []byte, typ, tx string, payload []byte, deadline int64) []byte {
+	return append(appendBinaryHead(dst, payload != nil, typ, tx, deadline), payload...)
+}
+
+// appendBinaryHead appends everything of the envelope before the payload.
+func appendBinaryHead(dst []byte, hasPayload bool, typ, tx string, deadline int64) []byte {
 	var flags byte
-	if payload != nil {
+	if hasPayload {
 		flags |= flagPayload
 	}
 	if deadline != 0 {
@@ -32,7 +37,7 @@ func AppendBinary(dst []byte, typ, tx string, payload []byte, deadline int64) []
 	if deadline != 0 {
 		dst = binary.AppendVarint(dst, deadline)
 	}
-	return append(dst, payload...)
+	return dst
 }
 
 // ParseBinary parses a binary envelope; the fields alias frame.
