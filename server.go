@@ -184,6 +184,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return err
 }
 
+// helloTimeout bounds the handshake of a worker that requires its host's
+// secret.
+const helloTimeout = 10 * time.Second
+
 // cancelGrace is how long Shutdown waits for cancelled handlers to return.
 const cancelGrace = time.Second
 
@@ -315,6 +319,13 @@ func (ss *session) read() *request {
 // greet handles the optional handshake. It returns the bytes already read
 // that belong to the request stream.
 func (ss *session) greet() ([]byte, error) {
+	if ss.s.secret != "" {
+		// Only a host with the secret may stay: a connection that does not
+		// authenticate in time is dropped, so that it cannot keep a worker
+		// alive after its real host has gone.
+		ss.conn.SetReadDeadline(time.Now().Add(helloTimeout))
+		defer ss.conn.SetReadDeadline(time.Time{})
+	}
 	head, isHello, err := peekHello(ss.conn)
 	if err != nil {
 		return nil, err
