@@ -2,9 +2,11 @@ package worker_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -65,4 +67,66 @@ func TestShutdownBoundedByStuckHandler(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Shutdown hung on a handler that ignores its context")
 	}
+}
+
+// json.Number is a string type that encoding/json writes as a number; the
+// JSON fast paths must not treat it as a string.
+func TestJSONNumberMatchesEncodingJSON(t *testing.T) {
+	type withNumber struct {
+		N json.Number `json:"n"`
+	}
+	v := withNumber{N: "42"}
+	got, err := worker.JSON{}.AppendPayload(nil, &v)
+	want, _ := json.Marshal(&v)
+	if err != nil || string(got) != string(want) {
+		t.Fatalf("got %s (%v), want %s", got, err, want)
+	}
+	var back withNumber
+	err = worker.JSON{}.DecodePayload([]byte(`{"n":"abc"}`), &back)
+	wantErr := json.Unmarshal([]byte(`{"n":"abc"}`), &back)
+	if (err == nil) != (wantErr == nil) {
+		t.Fatalf("decoding a non-number: got %v, encoding/json says %v", err, wantErr)
+	}
+}
+
+// A call whose context is cancelled (without a deadline) returns even
+// while its request is stuck in a write to a peer that does not read.
+func TestCanceledCallReturnsDuringABlockedWrite(t *testing.T) {
+	host, peer := net.Pipe() // unbuffered: a write blocks until the peer reads
+	defer peer.Close()
+	writing := make(chan struct{})
+	conn := &notifyingConn{Conn: host, writing: writing}
+	c, err := worker.NewClient(testCtx(t), conn, &worker.Options{BaseProtocol: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := worker.Call(ctx, c, Ping, PingReq{Message: "never read"})
+		done <- err
+	}()
+	<-writing // the request is being written, and no one reads it
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("got %v, want context.Canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call hung in a write after its context was cancelled")
+	}
+}
+
+// notifyingConn closes writing when the first Write begins.
+type notifyingConn struct {
+	net.Conn
+	writing chan struct{}
+	once    sync.Once
+}
+
+func (c *notifyingConn) Write(b []byte) (int, error) {
+	c.once.Do(func() { close(c.writing) })
+	return c.Conn.Write(b)
 }

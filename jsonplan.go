@@ -82,6 +82,9 @@ var (
 
 // custom reports whether encoding/json would call a method of t or *t.
 func custom(t reflect.Type) bool {
+	if t == numberType {
+		return true // a string type that encoding/json writes as a number
+	}
 	for _, u := range []reflect.Type{t, reflect.PointerTo(t)} {
 		if u.Implements(marshalerType) || u.Implements(unmarshalerType) ||
 			u.Implements(textMarshalerType) || u.Implements(textUnmarshalerType) {
@@ -90,6 +93,8 @@ func custom(t reflect.Type) bool {
 	}
 	return false
 }
+
+var numberType = reflect.TypeFor[json.Number]()
 
 func plainKind(k reflect.Kind) bool {
 	switch k {
@@ -440,6 +445,8 @@ func bits(k reflect.Kind) int {
 		return 16
 	case reflect.Int32, reflect.Uint32:
 		return 32
+	case reflect.Int64, reflect.Uint64:
+		return 64
 	}
 	return strconv.IntSize // int, uint
 }

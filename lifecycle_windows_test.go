@@ -961,3 +961,382 @@ func TestLifecycleWindowsCrashUnderLoad(t *testing.T) {
 		}
 	}
 }
+
+// --- 6. Ports of the remaining Unix lifecycle tests ---------------------------
+
+var lwSuspendThread = windows.NewLazySystemDLL("kernel32.dll").NewProc("SuspendThread")
+
+// lwSuspend suspends every thread of process p (as a debugger would): it
+// can no longer answer anything, not even the shutdown message, which makes
+// it the most stubborn of workers. The threads are counted to make sure
+// that some were found.
+func lwSuspend(t testing.TB, p *lwProc) {
+	t.Helper()
+	snap, err := windows.CreateToolhelp32Snapshot(windows.TH32CS_SNAPTHREAD, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer windows.CloseHandle(snap)
+	te := windows.ThreadEntry32{Size: uint32(unsafe.Sizeof(windows.ThreadEntry32{}))}
+	n := 0
+	for err = windows.Thread32First(snap, &te); err == nil; err = windows.Thread32Next(snap, &te) {
+		if te.OwnerProcessID != uint32(p.pid) {
+			continue
+		}
+		th, err := windows.OpenThread(windows.THREAD_SUSPEND_RESUME, false, te.ThreadID)
+		if err != nil {
+			t.Fatalf("OpenThread(%d): %v", te.ThreadID, err)
+		}
+		r, _, err := lwSuspendThread.Call(uintptr(th))
+		windows.CloseHandle(th)
+		if int32(r) == -1 {
+			t.Fatalf("SuspendThread(%d): %v", te.ThreadID, err)
+		}
+		n++
+	}
+	if !errors.Is(err, windows.ERROR_NO_MORE_FILES) {
+		t.Fatalf("enumerating threads: %v", err)
+	}
+	if n == 0 {
+		t.Fatalf("no thread of process %d found to suspend", p.pid)
+	}
+}
+
+// lwChildren lists the running processes whose parent is this process.
+func lwChildren(t testing.TB) map[int]bool {
+	t.Helper()
+	snap, err := windows.CreateToolhelp32Snapshot(windows.TH32CS_SNAPPROCESS, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer windows.CloseHandle(snap)
+	pe := windows.ProcessEntry32{Size: uint32(unsafe.Sizeof(windows.ProcessEntry32{}))}
+	out := map[int]bool{}
+	me := uint32(os.Getpid())
+	for err = windows.Process32First(snap, &pe); err == nil; err = windows.Process32Next(snap, &pe) {
+		if pe.ParentProcessID == me && lwAlive(int(pe.ProcessID)) {
+			out[int(pe.ProcessID)] = true
+		}
+	}
+	return out
+}
+
+// lwAlive reports whether process pid runs.
+func lwAlive(pid int) bool {
+	h, err := windows.OpenProcess(windows.PROCESS_QUERY_LIMITED_INFORMATION, false, uint32(pid))
+	if err != nil {
+		return false
+	}
+	defer windows.CloseHandle(h)
+	var code uint32
+	return windows.GetExitCodeProcess(h, &code) == nil && code == lwStillActive
+}
+
+// lwNoNewChildren fails if a child process that was not in before runs.
+func lwNoNewChildren(t testing.TB, before map[int]bool) {
+	t.Helper()
+	for pid := range lwChildren(t) {
+		if !before[pid] {
+			t.Fatalf("child process %d left running", pid)
+		}
+	}
+}
+
+// TestLifecycleWindowsStubbornKilledAfterGrace: a worker that does not
+// answer at all (every thread suspended, with a call in flight) is killed
+// by Close once the grace period is over, not before, with whatever Close
+// has for a kill: the job (exit code 1) or, detached, the process alone
+// (also 1). Close is idempotent, and fails the call in flight and later
+// calls with ErrClosed.
+func TestLifecycleWindowsStubbornKilledAfterGrace(t *testing.T) {
+	for _, detached := range []bool{false, true} {
+		t.Run(fmt.Sprintf("detached=%v", detached), func(t *testing.T) {
+			const grace = 500 * time.Millisecond
+			w := lwSpawnCmd(t, lwNoConsole(lwCmd(t, "keepalive")), &worker.Options{GracePeriod: grace, Detached: detached})
+			wp := lwOpen(t, w.Pid())
+			addr := lwTokenAddr(t, w.Token())
+			if wp.inJob(t, 0) == detached && !(detached && lwSelfInJob(t) && !lwBreakawayAllowed(t)) {
+				t.Fatalf("the worker is in a job: %v; detached %v", !detached, detached)
+			}
+			ctx := testCtx(t)
+			call := make(chan error, 1)
+			go func() {
+				_, err := worker.Call(ctx, w, Sleep, SleepReq{Ms: 60_000})
+				call <- err
+			}()
+			if _, err := worker.Call(ctx, w, LWAwait, 1); err != nil {
+				t.Fatal(err)
+			}
+			lwSuspend(t, wp)
+
+			start := time.Now()
+			errs := make(chan error, 2)
+			for range 2 {
+				go func() { errs <- w.Close() }()
+			}
+			for range 2 {
+				if err := lwRecv(t, errs, 10*time.Second, "Close"); err != nil {
+					t.Fatalf("Close: %v", err)
+				}
+			}
+			elapsed := time.Since(start)
+			if elapsed < grace || elapsed > grace+2*time.Second {
+				t.Fatalf("Close took %v; want the grace period %v, then a kill", elapsed, grace)
+			}
+			if !wp.gone(2 * time.Second) {
+				t.Fatal("the worker still runs after Close")
+			}
+			if code := wp.exitCode(t); code != 1 || w.IsActive() {
+				t.Fatalf("after Close: exit code %d (want 1, a kill), IsActive %v", code, w.IsActive())
+			}
+			if lwPipeExists(addr) {
+				t.Errorf("the worker's pipe %s outlived it", addr)
+			}
+			if err := lwRecv(t, call, 5*time.Second, "the call in flight"); !errors.Is(err, worker.ErrClosed) {
+				t.Fatalf("the call in flight: got %v, want ErrClosed", err)
+			}
+			start = time.Now()
+			if err := w.Close(); err != nil || time.Since(start) > 100*time.Millisecond {
+				t.Fatalf("a further Close: %v after %v", err, time.Since(start))
+			}
+			if _, err := worker.Call(ctx, w, Ping, PingReq{}); !errors.Is(err, worker.ErrClosed) {
+				t.Fatalf("a call after Close: got %v, want ErrClosed", err)
+			}
+			t.Logf("Close took %v (grace period %v)", elapsed.Round(time.Millisecond), grace)
+		})
+	}
+}
+
+func TestLifecycleWindowsDisconnectNeedsKeepAlive(t *testing.T) {
+	w := lwSpawn(t, "", nil)
+	ctx := testCtx(t)
+	if err := w.Disconnect(); !errors.Is(err, worker.ErrNotKeepAlive) {
+		t.Fatalf("Disconnect: got %v, want ErrNotKeepAlive", err)
+	}
+	if err := w.Reconnect(ctx); !errors.Is(err, worker.ErrNotKeepAlive) {
+		t.Fatalf("Reconnect: got %v, want ErrNotKeepAlive", err)
+	}
+	if _, err := worker.Call(ctx, w, Ping, PingReq{}); err != nil || !w.IsConnected() {
+		t.Fatalf("the connection was touched: %v, connected %v", err, w.IsConnected())
+	}
+}
+
+// TestLifecycleWindowsKeepAliveDisconnectReconnectAttach: Disconnect fails
+// the call in flight with ErrNotConnected and leaves the worker running;
+// Reconnect reaches the same process; a second host Attaches in between;
+// Close then stops the worker cleanly and its pipe goes.
+func TestLifecycleWindowsKeepAliveDisconnectReconnectAttach(t *testing.T) {
+	sentCh := make(chan struct{}, 1)
+	sent := func(ctx context.Context, dir worker.Direction, m *worker.Message) error {
+		if dir == worker.Outgoing && m.Kind == worker.KindRequest && m.Type == Sleep.Name() {
+			sentCh <- struct{}{}
+		}
+		return nil
+	}
+	w := lwSpawnCmd(t, lwNoConsole(helperCmd(t, "keepalive")),
+		&worker.Options{GracePeriod: 5 * time.Second, Middleware: []worker.Middleware{sent}})
+	pid := w.Pid()
+	wp := lwOpen(t, pid)
+	addr := lwTokenAddr(t, w.Token())
+	ctx := testCtx(t)
+
+	call := make(chan error, 1)
+	go func() {
+		_, err := worker.Call(ctx, w, Sleep, SleepReq{Ms: 60_000})
+		call <- err
+	}()
+	lwRecv(t, sentCh, 10*time.Second, "the sleep to be sent")
+	if err := w.Disconnect(); err != nil {
+		t.Fatalf("Disconnect: %v", err)
+	}
+	if err := lwRecv(t, call, 5*time.Second, "the call in flight"); !errors.Is(err, worker.ErrNotConnected) {
+		t.Fatalf("the call in flight: got %v, want ErrNotConnected", err)
+	}
+	if !w.IsActive() || w.IsConnected() || wp.gone(200*time.Millisecond) {
+		t.Fatalf("after Disconnect: IsActive %v, IsConnected %v, running %v", w.IsActive(), w.IsConnected(), wp.running())
+	}
+	if _, err := worker.Call(ctx, w, Ping, PingReq{}); !errors.Is(err, worker.ErrNotConnected) {
+		t.Fatalf("a call while disconnected: got %v, want ErrNotConnected", err)
+	}
+
+	if err := w.Reconnect(ctx); err != nil {
+		t.Fatalf("Reconnect: %v", err)
+	}
+	if got, err := worker.Call(ctx, w, GetPid, worker.Void{}); err != nil || got != pid || !w.IsConnected() {
+		t.Fatalf("after Reconnect: %d, %v, connected %v", got, err, w.IsConnected())
+	}
+
+	// A second host takes over once the first has disconnected.
+	if err := w.Disconnect(); err != nil {
+		t.Fatal(err)
+	}
+	other, err := worker.Attach(ctx, w.Token(), nil)
+	if err != nil {
+		t.Fatalf("Attach: %v", err)
+	}
+	if got, err := worker.Call(ctx, other, GetPid, worker.Void{}); err != nil || got != pid || other.Pid() != pid {
+		t.Fatalf("through the second host: %d, %v (Pid %d); want %d", got, err, other.Pid(), pid)
+	}
+	if err := other.Disconnect(); err != nil {
+		t.Fatalf("second host's Disconnect: %v", err)
+	}
+	if err := w.Reconnect(ctx); err != nil {
+		t.Fatalf("Reconnect after the second host: %v", err)
+	}
+	if _, err := worker.Call(ctx, w, Ping, PingReq{}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !wp.gone(0) {
+		t.Fatal("the worker still runs after Close returned")
+	}
+	if code, d := wp.exitCode(t), time.Since(start); code != 0 || d > 2*time.Second {
+		t.Fatalf("Close took %v, exit code %d; want a prompt, clean exit", d, code)
+	}
+	if lwPipeExists(addr) {
+		t.Errorf("the worker's pipe %s outlived it", addr)
+	}
+}
+
+// TestLifecycleWindowsHostConnectTimeout: a worker started by hand, that no
+// host connects to, exits by itself, cleanly, once its host-connect timeout
+// is over (and not before), and its pipe goes with it.
+func TestLifecycleWindowsHostConnectTimeout(t *testing.T) {
+	path, err := npipe.NewPath()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const timeout = 300 * time.Millisecond
+	sd := wire.StartupData{Driver: wire.Driver, SocketPath: path, Serializer: worker.JSON{}.Name(),
+		ServerConnectTimeout: timeout.Milliseconds(), HostPID: os.Getpid()}
+	cmd := helperCmd(t, "")
+	cmd.Env = append(cmd.Env, sd.Env()...)
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	waited := make(chan struct{})
+	go func() { exited <- cmd.Wait(); close(waited) }()
+	defer func() {
+		cmd.Process.Kill() // if the test failed before it exited
+		<-waited
+	}()
+	err = lwRecv(t, exited, 10*time.Second, "the unconnected worker to exit")
+	elapsed := time.Since(start)
+	if err != nil {
+		t.Fatalf("the worker exited with %v, want 0", err)
+	}
+	if elapsed < timeout {
+		t.Fatalf("the worker exited after %v, before its host-connect timeout", elapsed)
+	}
+	if lwPipeExists(path) {
+		t.Fatalf("the worker's pipe %s outlived it", path)
+	}
+	t.Logf("the unconnected worker exited after %v", elapsed.Round(time.Millisecond))
+}
+
+func TestLifecycleWindowsCancelReachesHandler(t *testing.T) {
+	w := lwSpawn(t, "", nil)
+	ctx, cancel := context.WithCancel(testCtx(t))
+	defer cancel()
+	call := make(chan error, 1)
+	go func() {
+		_, err := worker.Call(ctx, w, Sleep, SleepReq{Ms: 60_000})
+		call <- err
+	}()
+	if _, err := worker.Call(testCtx(t), w, LWAwait, 1); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	start := time.Now()
+	err := lwRecv(t, call, 5*time.Second, "the cancelled call")
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want context.Canceled", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("the cancelled call returned after %v", d)
+	}
+	lctx, lcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer lcancel()
+	if got, err := worker.Call(lctx, w, Canceled, ""); err != nil || got != context.Canceled.Error() {
+		t.Fatalf("the handler observed %q, %v; want %q", got, err, context.Canceled.Error())
+	}
+}
+
+func TestLifecycleWindowsDeadlineReachesHandler(t *testing.T) {
+	w := lwSpawn(t, "", nil)
+	dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if res, err := worker.Call(dctx, w, Sleep, SleepReq{Ms: 1}); err != nil || !res.HasDeadline {
+		t.Fatalf("with a deadline: %+v, %v; want the handler to have it", res, err)
+	}
+	if res, err := worker.Call(context.Background(), w, Sleep, SleepReq{Ms: 1}); err != nil || res.HasDeadline {
+		t.Fatalf("without a deadline: %+v, %v; want none in the handler", res, err)
+	}
+	// A deadline that passes ends the call and the handler.
+	sctx, scancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer scancel()
+	start := time.Now()
+	_, err := worker.Call(sctx, w, Sleep, SleepReq{Ms: 60_000})
+	if d := time.Since(start); !errors.Is(err, context.DeadlineExceeded) || d < 250*time.Millisecond || d > 3*time.Second {
+		t.Fatalf("got %v after %v, want context.DeadlineExceeded after 300ms", err, d)
+	}
+	lctx, lcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer lcancel()
+	got, err := worker.Call(lctx, w, Canceled, "")
+	if err != nil || (got != context.Canceled.Error() && got != context.DeadlineExceeded.Error()) {
+		t.Fatalf("the handler observed %q, %v; want its context to end", got, err)
+	}
+}
+
+func TestLifecycleWindowsStartupFailures(t *testing.T) {
+	t.Run("exit-at-startup", func(t *testing.T) {
+		before := lwChildren(t)
+		start := time.Now()
+		w, err := worker.Spawn(testCtx(t), helperCmd(t, "exit-at-startup"), &worker.Options{StartupTimeout: 10 * time.Second})
+		elapsed := time.Since(start)
+		if err == nil {
+			w.Close()
+			t.Fatal("Spawn succeeded")
+		}
+		ce := lwCrash(t, err)
+		if ce.ExitCode != 3 || !strings.Contains(ce.Stderr, "boom") || ce.Pid <= 0 {
+			t.Fatalf("got pid %d, exit code %d, stderr %q: %v", ce.Pid, ce.ExitCode, ce.Stderr, err)
+		}
+		if elapsed > 3*time.Second {
+			t.Fatalf("Spawn failed after %v; want at once", elapsed)
+		}
+		if lwAlive(ce.Pid) {
+			t.Fatalf("the worker %d still runs", ce.Pid)
+		}
+		lwNoNewChildren(t, before)
+	})
+	t.Run("never-listen", func(t *testing.T) {
+		before := lwChildren(t)
+		start := time.Now()
+		// Not main_test.go's never-listen mode: its bare select{} is a
+		// deadlock to the Go runtime on Windows (no signal-handling
+		// goroutine keeps it company), so that worker dies with exit code
+		// 2 at once. The block role runs without listening for lwBlockFor.
+		cmd := helperCmd(t, "")
+		cmd.Env = append(cmd.Env, envWinRole+"=block")
+		w, err := worker.Spawn(testCtx(t), cmd, &worker.Options{StartupTimeout: 300 * time.Millisecond})
+		elapsed := time.Since(start)
+		if err == nil {
+			w.Close()
+			t.Fatal("Spawn succeeded")
+		}
+		var ce *worker.CrashError
+		if !errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ce) {
+			t.Fatalf("got %v, want context.DeadlineExceeded", err)
+		}
+		if elapsed < 300*time.Millisecond || elapsed > 3*time.Second {
+			t.Fatalf("Spawn failed after %v; want the startup timeout, 300ms", elapsed)
+		}
+		lwNoNewChildren(t, before)
+	})
+}

@@ -155,8 +155,12 @@ func (q *wqueue) write(done <-chan struct{}, frame []byte, deadline time.Time, a
 	if !deadline.IsZero() {
 		q.conn.SetWriteDeadline(deadline)
 	}
+	var interrupt *writeInterrupt
+	if deadline.IsZero() && done != nil {
+		interrupt = q.interruptOn(done) // a cancellation without a deadline
+	}
 	n, err := q.conn.Write(frame)
-	if !deadline.IsZero() {
+	if interrupt.stop() || !deadline.IsZero() {
 		q.conn.SetWriteDeadline(time.Time{})
 	}
 	if err != nil && (n > 0 || !isTimeout(err) || q.timeoutsBreak) {
@@ -173,6 +177,39 @@ func (q *wqueue) write(done <-chan struct{}, frame []byte, deadline time.Time, a
 	}
 	q.mu.Unlock()
 	return 0, broken, err
+}
+
+// writeInterrupt cuts a blocked direct write short when its caller's
+// context is cancelled: a context without a deadline cannot bound the
+// write through the connection's write deadline by itself.
+type writeInterrupt struct {
+	quit, exited chan struct{}
+	fired        bool
+}
+
+func (q *wqueue) interruptOn(done <-chan struct{}) *writeInterrupt {
+	w := &writeInterrupt{quit: make(chan struct{}), exited: make(chan struct{})}
+	go func() {
+		defer close(w.exited)
+		select {
+		case <-done:
+			w.fired = true
+			q.conn.SetWriteDeadline(time.Unix(1, 0))
+		case <-w.quit:
+		}
+	}()
+	return w
+}
+
+// stop ends the watch and reports whether it interrupted the write (the
+// write deadline must then be cleared).
+func (w *writeInterrupt) stop() bool {
+	if w == nil {
+		return false
+	}
+	close(w.quit)
+	<-w.exited
+	return w.fired
 }
 
 // flush writes the queue, batch after batch, until it is empty.
