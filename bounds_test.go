@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -129,4 +131,30 @@ type notifyingConn struct {
 func (c *notifyingConn) Write(b []byte) (int, error) {
 	c.once.Do(func() { close(c.writing) })
 	return c.Conn.Write(b)
+}
+
+// Spawn starts the caller's own exec.Cmd: exec.CommandContext's context
+// still kills the worker, and the crash is reported.
+func TestSpawnKeepsCommandContext(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmdCtx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cmd := exec.CommandContext(cmdCtx, exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
+	w, err := worker.Spawn(testCtx(t), cmd, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if cmd.Process == nil || cmd.Process.Pid != w.Pid() {
+		t.Fatal("Spawn did not start the caller's exec.Cmd")
+	}
+	cancel()
+	_, err = worker.Call(testCtx(t), w, Sleep, SleepReq{Ms: 60_000})
+	if !errors.Is(err, worker.ErrCrashed) {
+		t.Fatalf("after the command's context ended: got %v, want a crash", err)
+	}
 }

@@ -369,8 +369,8 @@ type cancelPayload struct {
 // lostErr turns the error that broke the connection into what the calls
 // get, unless the connection was already ended on purpose.
 func (c *Client) lostErr(err error) error {
-	if c.lost == nil || c.Err() != nil {
-		return err
+	if c.lost == nil || c.Err() != nil || errors.Is(err, ErrProtocol) {
+		return err // a peer that breaks the protocol did not crash: no retry
 	}
 	return c.lost(err)
 }

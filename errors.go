@@ -37,9 +37,11 @@ var (
 	// disconnected from a keep-alive worker.
 	ErrNotConnected = errors.New("worker: not connected")
 
-	// ErrProtocol matches errors caused by a peer that broke the protocol:
-	// a frame that cannot be parsed, a reply of the wrong shape. The
-	// connection is closed, since the stream can no longer be trusted.
+	// ErrProtocol matches errors caused by a peer that broke the protocol.
+	// A frame that cannot be parsed or is too large closes the connection,
+	// since the stream can no longer be trusted, and fails every call in
+	// flight; a single reply of the wrong type, or an undecodable error
+	// reply, fails only its own call. A crash policy does not retry these.
 	ErrProtocol = errors.New("worker: protocol error")
 
 	// ErrUnauthorized is returned when the worker refused the host's

@@ -77,11 +77,20 @@ type peerInfo struct {
 func handshake(ctx context.Context, conn net.Conn, ser Serializer, secret, id string, max int) (peerInfo, []byte, error) {
 	if d, ok := ctx.Deadline(); ok {
 		conn.SetDeadline(d)
-		defer conn.SetDeadline(time.Time{})
 	}
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	p, rest, err := exchangeHello(ctx, conn, ser, secret, id, max)
+	if !stop() && err == nil {
+		// ctx ended as the handshake finished: its deadline may land on
+		// the connection at any moment now, so the connection is unusable.
+		err = handshakeErr(ctx, context.Cause(ctx))
+	}
+	conn.SetDeadline(time.Time{})
+	return p, rest, err
+}
 
+// exchangeHello sends the hello and reads the reply; handshake bounds it.
+func exchangeHello(ctx context.Context, conn net.Conn, ser Serializer, secret, id string, max int) (peerInfo, []byte, error) {
 	tx := newUUID()
 	payload, _ := json.Marshal(helloRequest{Protocol: protocolVersion, Serializer: ser.Name(),
 		Secret: secret, ID: id, Capabilities: []string{capCancel, capDeadline, capShutdown}})

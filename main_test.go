@@ -78,7 +78,7 @@ func testWorker(mode string) {
 		fmt.Fprintln(os.Stderr, "boom: refusing to start")
 		os.Exit(3)
 	case "never-listen":
-		select {}
+		time.Sleep(time.Hour) // not select{}: with no other goroutine that is a fatal deadlock
 	case "keepalive":
 		opts.KeepAlive = true
 	case "binary":

@@ -46,8 +46,15 @@ const lifelinePipe = true
 // terminate asks the worker's process group to stop.
 func (p *process) terminate() error { return signalGroup(p.pid, syscall.SIGTERM) }
 
-// kill kills the worker's process group.
-func (p *process) kill() error { return signalGroup(p.pid, syscall.SIGKILL) }
+// kill kills the worker's process group. Once the worker is reaped its
+// pid may belong to another process, so only the group is signalled then:
+// a process group id is never reused while the group has members.
+func (p *process) kill() error {
+	if p.hasExited() {
+		return syscall.Kill(-p.pid, syscall.SIGKILL)
+	}
+	return signalGroup(p.pid, syscall.SIGKILL)
+}
 
 func (p *process) release() {}
 

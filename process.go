@@ -94,12 +94,13 @@ func (p *process) stop(grace time.Duration) {
 
 // launch starts one worker process for w and connects to it. It fails at
 // once, with the exit status, if the process exits first.
-func (w *Worker) launch(ctx context.Context, tmpl *exec.Cmd) (*process, *Client, error) {
+// cmd is the caller's own for the first start (keeping what
+// exec.CommandContext attached to it), a clone of it for restarts.
+func (w *Worker) launch(ctx context.Context, cmd *exec.Cmd) (*process, *Client, error) {
 	ctx, cancel := context.WithTimeoutCause(ctx, w.cfg.startup,
 		fmt.Errorf("worker: the worker did not answer within the startup timeout (%v): %w", w.cfg.startup, context.DeadlineExceeded))
 	defer cancel()
 
-	cmd := cloneCmd(tmpl)
 	readyR, readyW, err := os.Pipe()
 	if err != nil {
 		return nil, nil, err
@@ -140,7 +141,7 @@ func (w *Worker) launch(ctx context.Context, tmpl *exec.Cmd) (*process, *Client,
 		if lifeW != nil {
 			lifeW.Close()
 		}
-		return nil, nil, fmt.Errorf("worker: starting %s: %w", tmpl.Path, err)
+		return nil, nil, fmt.Errorf("worker: starting %s: %w", cmd.Path, err)
 	}
 	p.stderr, p.life = stderr, lifeW
 	w.cfg.log.debug("worker process started", "pid", p.pid, "path", cmd.Path)

@@ -54,9 +54,12 @@ func newWorker(cfg *hostConfig) *Worker {
 // Spawn starts cmd as a worker and connects to it. cmd must not have been
 // started; Spawn adds the protocol's environment variables to cmd.Env (or
 // to the host's environment when cmd.Env is nil), two inherited pipes to
-// cmd.ExtraFiles, and process-group attributes to cmd.SysProcAttr. Its
-// Stdin, Stdout, Stderr, Dir and the rest keep their exec.Cmd meaning; the
-// tail of Stderr is also kept for error reports.
+// cmd.ExtraFiles, and process-group attributes to cmd.SysProcAttr, then
+// starts it (cmd.Process is set). Its Stdin, Stdout, Stderr, Dir and the
+// rest keep their exec.Cmd meaning, the context of exec.CommandContext
+// included; the tail of Stderr is also kept for error reports. A worker
+// restarted after a crash (see CrashPolicy) runs a copy of cmd as it was
+// passed, without that context.
 //
 // Spawn returns once the worker has answered, within ctx and
 // opts.StartupTimeout. If the process exits first, Spawn fails at once with
@@ -66,7 +69,8 @@ func Spawn(ctx context.Context, cmd *exec.Cmd, opts *Options) (*Worker, error) {
 		return nil, errors.New("worker: Spawn: cmd was already started")
 	}
 	w := newWorker(opts.resolve())
-	w.tmpl, w.id, w.secret = cmd, newUUID(), newSecret()
+	// Restarts start clones of cmd as it is now, before Spawn adds to it.
+	w.tmpl, w.id, w.secret = cloneCmd(cmd), newUUID(), newSecret()
 	w.addr = w.cfg.socketPath
 	if w.addr == "" {
 		var err error
@@ -152,7 +156,7 @@ func (w *Worker) restart(old *process, crash *CrashError, done chan struct{}) {
 		// A worker that exited cleanly removed its private directory.
 		os.Mkdir(w.dir, 0o700)
 	}
-	p, c, err := w.launch(w.stopCtx, w.tmpl)
+	p, c, err := w.launch(w.stopCtx, cloneCmd(w.tmpl))
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.restarting = nil
@@ -377,11 +381,10 @@ func (w *Worker) close() {
 		}()
 	}
 	if c != nil {
-		if p == nil && c.peer.shutdown {
-			w.askShutdown(c, w.cfg.grace)
-		} else if c.peer.keepAlive && c.peer.shutdown {
-			// A keep-alive worker would outlive the connection; this
-			// asks it to go without a signal (Windows has none).
+		if c.peer.shutdown && (p == nil || c.peer.keepAlive) {
+			// An attached or keep-alive worker would outlive the
+			// connection; this asks it to go without a signal (Windows
+			// has none). Calls in flight fail with ErrClosed right after.
 			c.notify(typeShutdown, nil)
 		}
 		c.fail(ErrClosed)
