@@ -319,26 +319,6 @@ func lcSent(typ string) (worker.Middleware, chan struct{}) {
 	}, ch
 }
 
-func lcRecv[T any](t testing.TB, ch <-chan T, d time.Duration, what string) T {
-	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(d):
-		t.Fatalf("timed out after %v waiting for %s", d, what)
-		panic("unreachable")
-	}
-}
-
-func lcCrash(t testing.TB, err error) *worker.CrashError {
-	t.Helper()
-	var ce *worker.CrashError
-	if !errors.Is(err, worker.ErrCrashed) || !errors.As(err, &ce) {
-		t.Fatalf("got %v (%T), want a *worker.CrashError matching ErrCrashed", err, err)
-	}
-	return ce
-}
-
 // lcNewChildren returns the live child processes that are not in before.
 func lcNewChildren(before []int) []int {
 	var out []int
@@ -381,7 +361,7 @@ func TestLifecycleCrashFailsCallsInFlight(t *testing.T) {
 			if how == "exit" {
 				crashed = time.Now()
 				_, err := worker.Call(ctx, w, LCCrash, LCCrashReq{Stderr: marker, Code: 7})
-				if ce := lcCrash(t, err); ce.Type != LCCrash.Name() || ce.ExitCode != 7 {
+				if ce := asCrash(t, err); ce.Type != LCCrash.Name() || ce.ExitCode != 7 {
 					t.Fatalf("the crashing call: got %+v", ce)
 				}
 			} else {
@@ -394,11 +374,11 @@ func TestLifecycleCrashFailsCallsInFlight(t *testing.T) {
 				}
 			}
 			for i := range n {
-				r := lcRecv(t, results, 20*time.Second, fmt.Sprintf("call %d to fail", i))
+				r := recvWithin(t, results, 20*time.Second, fmt.Sprintf("call %d to fail", i))
 				if d := r.at.Sub(crashed); d > 5*time.Second {
 					t.Errorf("call %d failed %v after the crash", i, d)
 				}
-				ce := lcCrash(t, r.err)
+				ce := asCrash(t, r.err)
 				if ce.Type != Sleep.Name() || ce.Attempt != 1 || ce.MaxAttempts != 1 || ce.Pid != pid {
 					t.Fatalf("call %d: got %+v", i, ce)
 				}
@@ -415,7 +395,7 @@ func TestLifecycleCrashFailsCallsInFlight(t *testing.T) {
 			}
 			// Later calls fail with the same crash.
 			_, err := worker.Call(ctx, w, Ping, PingReq{})
-			ce := lcCrash(t, err)
+			ce := asCrash(t, err)
 			if ce.Type != Ping.Name() || ce.Attempt != 1 || ce.MaxAttempts != 1 || ce.Pid != pid ||
 				(how == "exit") != (ce.ExitCode == 7) || (how == "sigkill") != (ce.Signal == syscall.SIGKILL.String()) {
 				t.Fatalf("later call: got %+v", ce)
@@ -456,7 +436,7 @@ func TestLifecycleCrashRetryRestarts(t *testing.T) {
 	if !lcEventually(5*time.Second, func() bool { return lcGone(old) }) {
 		t.Fatalf("the crashed process %d is still there", old)
 	}
-	r := lcRecv(t, restarts, 10*time.Second, "OnRestart")
+	r := recvWithin(t, restarts, 10*time.Second, "OnRestart")
 	if r.newPid != now || r.crash.Pid != old || r.crash.ExitCode != 5 ||
 		!strings.Contains(r.crash.Stderr, "first run, crashing") {
 		t.Fatalf("OnRestart got newPid %d (want %d), crash %+v", r.newPid, now, r.crash)
@@ -481,11 +461,11 @@ func TestLifecycleCrashAttemptsByType(t *testing.T) {
 			OnRestart:      func(*worker.CrashError, int) { mu.Lock(); restarts++; mu.Unlock() }}})
 
 		_, err := worker.Call(ctx, w, Exit, 9) // overridden down to 1
-		if ce := lcCrash(t, err); ce.Type != Exit.Name() || ce.Attempt != 1 || ce.MaxAttempts != 1 || ce.ExitCode != 9 {
+		if ce := asCrash(t, err); ce.Type != Exit.Name() || ce.Attempt != 1 || ce.MaxAttempts != 1 || ce.ExitCode != 9 {
 			t.Fatalf("exit: got %+v", ce)
 		}
 		_, err = worker.Call(ctx, w, LCCrash, LCCrashReq{Stderr: "lc: typed crash", Code: 4}) // overridden to 2
-		ce := lcCrash(t, err)
+		ce := asCrash(t, err)
 		if ce.Type != LCCrash.Name() || ce.Attempt != 2 || ce.MaxAttempts != 2 || ce.ExitCode != 4 ||
 			!strings.Contains(ce.Stderr, "lc: typed crash") {
 			t.Fatalf("lcCrash: got %+v", ce)
@@ -511,7 +491,7 @@ func TestLifecycleCrashAttemptsByType(t *testing.T) {
 			t.Fatalf("lcCrashOnce: got %q, %v", got, err)
 		}
 		_, err := worker.Call(ctx, w, Exit, 6)
-		if ce := lcCrash(t, err); ce.Attempt != 1 || ce.MaxAttempts != 1 || ce.ExitCode != 6 {
+		if ce := asCrash(t, err); ce.Attempt != 1 || ce.MaxAttempts != 1 || ce.ExitCode != 6 {
 			t.Fatalf("exit: got %+v", ce)
 		}
 		if _, err := worker.Call(ctx, w, Ping, PingReq{}); err != nil {
@@ -597,7 +577,7 @@ func lcReadLine(t testing.TB, r io.Reader) string {
 		line, err := bufio.NewReader(r).ReadString('\n')
 		ch <- result{strings.TrimSpace(line), err}
 	}()
-	res := lcRecv(t, ch, 20*time.Second, "a line from the host")
+	res := recvWithin(t, ch, 20*time.Second, "a line from the host")
 	if res.err != nil {
 		t.Fatalf("reading from the host: %v (got %q)", res.err, res.line)
 	}
@@ -657,7 +637,7 @@ func TestLifecycleShutdownDrainsCallInFlight(t *testing.T) {
 		res, err := worker.Call(ctx, w, Sleep, SleepReq{Ms: 300})
 		call <- result{res, err}
 	}()
-	lcRecv(t, sentCh, 10*time.Second, "the sleep to be sent")
+	recvWithin(t, sentCh, 10*time.Second, "the sleep to be sent")
 	shut := make(chan error, 1)
 	go func() { shut <- w.Shutdown(ctx) }()
 
@@ -674,12 +654,12 @@ func TestLifecycleShutdownDrainsCallInFlight(t *testing.T) {
 		t.Fatalf("Shutdown returned %v with a call in flight", err)
 	default:
 	}
-	lcRecv(t, held, 10*time.Second, "the sleep's reply")
+	recvWithin(t, held, 10*time.Second, "the sleep's reply")
 	close(release)
-	if r := lcRecv(t, call, 10*time.Second, "the sleep"); r.err != nil || !r.res.Slept {
+	if r := recvWithin(t, call, 10*time.Second, "the sleep"); r.err != nil || !r.res.Slept {
 		t.Fatalf("the call in flight: got %+v, %v; want it to complete", r.res, r.err)
 	}
-	if err := lcRecv(t, shut, 10*time.Second, "Shutdown"); err != nil {
+	if err := recvWithin(t, shut, 10*time.Second, "Shutdown"); err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
 	if !lcGone(pid) || w.IsActive() || lcExists(sock) {
@@ -697,7 +677,7 @@ func TestLifecycleShutdownExpiredContext(t *testing.T) {
 		_, err := worker.Call(testCtx(t), w, Sleep, SleepReq{Ms: 60_000})
 		call <- err
 	}()
-	lcRecv(t, sentCh, 10*time.Second, "the sleep to be sent")
+	recvWithin(t, sentCh, 10*time.Second, "the sleep to be sent")
 
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -710,7 +690,7 @@ func TestLifecycleShutdownExpiredContext(t *testing.T) {
 	if elapsed > 2500*time.Millisecond { // half the grace period: no drain, no wait for a kill
 		t.Fatalf("Shutdown with an expired context took %v", elapsed)
 	}
-	if err := lcRecv(t, call, 5*time.Second, "the call in flight"); !errors.Is(err, worker.ErrClosed) {
+	if err := recvWithin(t, call, 5*time.Second, "the call in flight"); !errors.Is(err, worker.ErrClosed) {
 		t.Fatalf("the call in flight: got %v, want ErrClosed", err)
 	}
 	if !lcGone(pid) || lcExists(sock) {
@@ -735,7 +715,7 @@ func TestLifecycleSIGTERMDrainsAndExitsZero(t *testing.T) {
 		t.Fatal("the worker did not exit after SIGTERM")
 	}
 	_, err = worker.Call(ctx, w, Ping, PingReq{})
-	if ce := lcCrash(t, err); ce.ExitCode != 0 || ce.Signal != "" {
+	if ce := asCrash(t, err); ce.ExitCode != 0 || ce.Signal != "" {
 		t.Fatalf("got exit code %d, signal %q; want a clean exit: %v", ce.ExitCode, ce.Signal, ce)
 	}
 }
@@ -769,7 +749,7 @@ func TestLifecycleCloseIdempotentAndBounded(t *testing.T) {
 				go func() { errs <- w.Close() }()
 			}
 			for range 2 {
-				if err := lcRecv(t, errs, 10*time.Second, "Close"); err != nil {
+				if err := recvWithin(t, errs, 10*time.Second, "Close"); err != nil {
 					t.Fatalf("Close: %v", err)
 				}
 			}
@@ -786,7 +766,7 @@ func TestLifecycleCloseIdempotentAndBounded(t *testing.T) {
 			if !lcGone(pid) || w.IsActive() || lcExists(sock) {
 				t.Fatalf("after Close: process gone %v, IsActive %v, socket there %v", lcGone(pid), w.IsActive(), lcExists(sock))
 			}
-			if err := lcRecv(t, call, 5*time.Second, "the call in flight"); !errors.Is(err, worker.ErrClosed) {
+			if err := recvWithin(t, call, 5*time.Second, "the call in flight"); !errors.Is(err, worker.ErrClosed) {
 				t.Fatalf("the call in flight: got %v, want ErrClosed", err)
 			}
 			start = time.Now()
@@ -828,11 +808,11 @@ func TestLifecycleKeepAliveDisconnectReconnectAttach(t *testing.T) {
 		_, err := worker.Call(ctx, w, Sleep, SleepReq{Ms: 60_000})
 		call <- err
 	}()
-	lcRecv(t, sentCh, 10*time.Second, "the sleep to be sent")
+	recvWithin(t, sentCh, 10*time.Second, "the sleep to be sent")
 	if err := w.Disconnect(); err != nil {
 		t.Fatalf("Disconnect: %v", err)
 	}
-	if err := lcRecv(t, call, 5*time.Second, "the call in flight"); !errors.Is(err, worker.ErrNotConnected) {
+	if err := recvWithin(t, call, 5*time.Second, "the call in flight"); !errors.Is(err, worker.ErrNotConnected) {
 		t.Fatalf("the call in flight: got %v, want ErrNotConnected", err)
 	}
 	if !w.IsActive() || w.IsConnected() || lcGone(pid) || !lcIsSocket(sock) {
@@ -907,7 +887,7 @@ func TestLifecycleHostConnectTimeout(t *testing.T) {
 	if n, _ := readyR.Read(b[:]); n != 1 || !lcIsSocket(sock) {
 		t.Fatalf("the worker did not report listening (socket there: %v)", lcIsSocket(sock))
 	}
-	err = lcRecv(t, exited, 10*time.Second, "the unconnected worker to exit")
+	err = recvWithin(t, exited, 10*time.Second, "the unconnected worker to exit")
 	elapsed := time.Since(start)
 	if err != nil {
 		t.Fatalf("the worker exited with %v, want 0", err)
@@ -1009,66 +989,6 @@ func lcTamper(t testing.TB, tok, field string) string {
 
 // --- 6. Cancellation and timeouts -----------------------------------------
 
-func TestLifecycleCancelReachesHandler(t *testing.T) {
-	w := lcSpawn(t, "", nil)
-	ctx, cancel := context.WithCancel(testCtx(t))
-	defer cancel()
-	call := make(chan error, 1)
-	go func() {
-		_, err := worker.Call(ctx, w, Sleep, SleepReq{Ms: 60_000})
-		call <- err
-	}()
-	if _, err := worker.Call(testCtx(t), w, LCAwait, LCAwaitReq{Type: Sleep.Name(), N: 1}); err != nil {
-		t.Fatal(err)
-	}
-	cancel()
-	start := time.Now()
-	err := lcRecv(t, call, 5*time.Second, "the cancelled call")
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("got %v, want context.Canceled", err)
-	}
-	if d := time.Since(start); d > time.Second {
-		t.Fatalf("the cancelled call returned after %v", d)
-	}
-	lctx, lcancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer lcancel()
-	if got, err := worker.Call(lctx, w, Canceled, ""); err != nil || got != context.Canceled.Error() {
-		t.Fatalf("the handler observed %q, %v; want %q", got, err, context.Canceled.Error())
-	}
-}
-
-func TestLifecycleDeadlineReachesHandler(t *testing.T) {
-	w := lcSpawn(t, "", nil)
-	dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if res, err := worker.Call(dctx, w, Sleep, SleepReq{Ms: 1}); err != nil || !res.HasDeadline {
-		t.Fatalf("with a deadline: %+v, %v; want the handler to have it", res, err)
-	}
-	if res, err := worker.Call(context.Background(), w, Sleep, SleepReq{Ms: 1}); err != nil || res.HasDeadline {
-		t.Fatalf("without a deadline: %+v, %v; want none in the handler", res, err)
-	}
-	// A deadline that passes ends the call and the handler.
-	sctx, scancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer scancel()
-	start := time.Now()
-	_, err := worker.Call(sctx, w, Sleep, SleepReq{Ms: 60_000})
-	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 3*time.Second {
-		t.Fatalf("got %v after %v, want context.DeadlineExceeded after 300ms", err, time.Since(start))
-	}
-	lcHandlerCanceled(t, w)
-}
-
-// lcHandlerCanceled checks that a sleep handler saw its context end.
-func lcHandlerCanceled(t testing.TB, w *worker.Worker) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	got, err := worker.Call(ctx, w, Canceled, "")
-	if err != nil || (got != context.Canceled.Error() && got != context.DeadlineExceeded.Error()) {
-		t.Fatalf("the handler observed %q, %v; want its context to end", got, err)
-	}
-}
-
 func TestLifecycleOptionsTimeouts(t *testing.T) {
 	t.Run("Timeout", func(t *testing.T) {
 		w := lcSpawn(t, "", &worker.Options{Timeout: 300 * time.Millisecond})
@@ -1077,7 +997,7 @@ func TestLifecycleOptionsTimeouts(t *testing.T) {
 		if d := time.Since(start); !errors.Is(err, context.DeadlineExceeded) || d < 250*time.Millisecond || d > 3*time.Second {
 			t.Fatalf("got %v after %v, want context.DeadlineExceeded after 300ms", err, d)
 		}
-		lcHandlerCanceled(t, w)
+		handlerCanceled(t, w)
 		if res, err := worker.Call(context.Background(), w, Sleep, SleepReq{Ms: 1}); err != nil || !res.HasDeadline {
 			t.Fatalf("the timeout is the handler's deadline: %+v, %v", res, err)
 		}
@@ -1101,7 +1021,7 @@ func TestLifecycleOptionsTimeouts(t *testing.T) {
 		if d := time.Since(start); !errors.Is(err, context.DeadlineExceeded) || d < 250*time.Millisecond || d > 3*time.Second {
 			t.Fatalf("sleep: got %v after %v, want context.DeadlineExceeded after 300ms", err, d)
 		}
-		lcHandlerCanceled(t, w2)
+		handlerCanceled(t, w2)
 	})
 }
 
@@ -1119,7 +1039,7 @@ func TestLifecycleStartupFailures(t *testing.T) {
 			w.Close()
 			t.Fatal("Spawn succeeded")
 		}
-		ce := lcCrash(t, err)
+		ce := asCrash(t, err)
 		if ce.ExitCode != 3 || !strings.Contains(ce.Stderr, "boom") {
 			t.Fatalf("got exit code %d, stderr %q: %v", ce.ExitCode, ce.Stderr, err)
 		}
@@ -1161,5 +1081,19 @@ func lcNothingLeft(t testing.TB, tmp string, before []int, pid int) {
 	}
 	if f := leftovers(tmp); len(f) > 0 {
 		t.Fatalf("files left: %v", f)
+	}
+}
+
+// Hooks of the portable lifecycle tests (lifecycle_portable_test.go).
+
+func lifecycleSpawn(t testing.TB, mode string, opts *worker.Options) *worker.Worker {
+	return lcSpawn(t, mode, opts)
+}
+
+// awaitSleeping returns once n Sleep handlers are running in w.
+func awaitSleeping(t testing.TB, w *worker.Worker, n int) {
+	t.Helper()
+	if _, err := worker.Call(testCtx(t), w, LCAwait, LCAwaitReq{Type: Sleep.Name(), N: n}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -417,26 +417,6 @@ func (h *lwHostProc) readWorker(t testing.TB) (pid int, tok string, gpid int) {
 	return pid, tok, gpid
 }
 
-func lwRecv[T any](t testing.TB, ch <-chan T, d time.Duration, what string) T {
-	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(d):
-		t.Fatalf("timed out after %v waiting for %s", d, what)
-		panic("unreachable")
-	}
-}
-
-func lwCrash(t testing.TB, err error) *worker.CrashError {
-	t.Helper()
-	var ce *worker.CrashError
-	if !errors.Is(err, worker.ErrCrashed) || !errors.As(err, &ce) {
-		t.Fatalf("got %v (%T), want a *worker.CrashError matching ErrCrashed", err, err)
-	}
-	return ce
-}
-
 // lwNoConsole makes a worker's command start without a console
 // (DETACHED_PROCESS): no console control event can reach it, so only the
 // connection can ask it to stop.
@@ -657,7 +637,7 @@ func TestLifecycleWindowsShutdownDrainsCallInFlight(t *testing.T) {
 		res, err := worker.Call(ctx, w, Sleep, SleepReq{Ms: 300})
 		call <- result{res, err}
 	}()
-	lwRecv(t, sentCh, 10*time.Second, "the sleep to be sent")
+	recvWithin(t, sentCh, 10*time.Second, "the sleep to be sent")
 	start := time.Now()
 	shut := make(chan error, 1)
 	go func() { shut <- w.Shutdown(ctx) }()
@@ -675,17 +655,17 @@ func TestLifecycleWindowsShutdownDrainsCallInFlight(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	lwRecv(t, held, 10*time.Second, "the sleep's reply")
+	recvWithin(t, held, 10*time.Second, "the sleep's reply")
 	select {
 	case err := <-shut:
 		t.Fatalf("Shutdown returned %v with a call in flight", err)
 	default:
 	}
 	close(release)
-	if r := lwRecv(t, call, 10*time.Second, "the sleep"); r.err != nil || !r.res.Slept {
+	if r := recvWithin(t, call, 10*time.Second, "the sleep"); r.err != nil || !r.res.Slept {
 		t.Fatalf("the call in flight: got %+v, %v; want it to complete", r.res, r.err)
 	}
-	if err := lwRecv(t, shut, 10*time.Second, "Shutdown"); err != nil {
+	if err := recvWithin(t, shut, 10*time.Second, "Shutdown"); err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
 	elapsed := time.Since(start)
@@ -732,7 +712,7 @@ func TestLifecycleWindowsCrashFailsCallsInFlight(t *testing.T) {
 			if how == "exit" {
 				code = 7
 				_, err := worker.Call(ctx, w, Exit, code)
-				if ce := lwCrash(t, err); ce.Type != Exit.Name() || ce.ExitCode != code || ce.Pid != pid {
+				if ce := asCrash(t, err); ce.Type != Exit.Name() || ce.ExitCode != code || ce.Pid != pid {
 					t.Fatalf("the crashing call: got %+v", ce)
 				}
 			} else {
@@ -742,18 +722,18 @@ func TestLifecycleWindowsCrashFailsCallsInFlight(t *testing.T) {
 				}
 			}
 			for i := range n {
-				r := lwRecv(t, results, 20*time.Second, fmt.Sprintf("call %d to fail", i))
+				r := recvWithin(t, results, 20*time.Second, fmt.Sprintf("call %d to fail", i))
 				if d := r.at.Sub(crashed); d > 5*time.Second {
 					t.Errorf("call %d failed %v after the crash", i, d)
 				}
-				ce := lwCrash(t, r.err)
+				ce := asCrash(t, r.err)
 				if ce.Type != Sleep.Name() || ce.Attempt != 1 || ce.MaxAttempts != 1 || ce.Pid != pid ||
 					ce.ExitCode != code || ce.Signal != "" {
 					t.Fatalf("call %d: got %+v", i, ce)
 				}
 			}
 			_, err := worker.Call(ctx, w, Ping, PingReq{})
-			if ce := lwCrash(t, err); ce.Type != Ping.Name() || ce.Pid != pid || ce.ExitCode != code {
+			if ce := asCrash(t, err); ce.Type != Ping.Name() || ce.Pid != pid || ce.ExitCode != code {
 				t.Fatalf("a later call: got %+v", ce)
 			}
 			if w.IsActive() || !wp.gone(0) {
@@ -788,7 +768,7 @@ func TestLifecycleWindowsCrashRestart(t *testing.T) {
 	if !op.gone(5 * time.Second) {
 		t.Fatalf("the crashed process %d still runs", old)
 	}
-	r := lwRecv(t, restarts, 10*time.Second, "OnRestart")
+	r := recvWithin(t, restarts, 10*time.Second, "OnRestart")
 	if r.newPid != now || r.crash.Pid != old || r.crash.ExitCode != 5 || !strings.Contains(r.crash.Stderr, lwCrashMarker) {
 		t.Fatalf("OnRestart got newPid %d (want %d), crash %+v", r.newPid, now, r.crash)
 	}
@@ -797,14 +777,14 @@ func TestLifecycleWindowsCrashRestart(t *testing.T) {
 	// Both attempts crash: the call fails with the second crash, and the
 	// worker is replaced once more.
 	_, err = worker.Call(ctx, w, Exit, 9)
-	if ce := lwCrash(t, err); ce.Type != Exit.Name() || ce.Attempt != 2 || ce.MaxAttempts != 2 || ce.ExitCode != 9 {
+	if ce := asCrash(t, err); ce.Type != Exit.Name() || ce.Attempt != 2 || ce.MaxAttempts != 2 || ce.ExitCode != 9 {
 		t.Fatalf("exit: got %+v", ce)
 	}
 	if !np.gone(5 * time.Second) {
 		t.Fatalf("the crashed process %d still runs", now)
 	}
 	for i := range 2 {
-		lwRecv(t, restarts, 10*time.Second, fmt.Sprintf("OnRestart after exit, %d of 2", i+1))
+		recvWithin(t, restarts, 10*time.Second, fmt.Sprintf("OnRestart after exit, %d of 2", i+1))
 	}
 	last, err := worker.Call(ctx, w, GetPid, worker.Void{})
 	if err != nil || last != w.Pid() || last == now || last == old {
@@ -951,7 +931,7 @@ func TestLifecycleWindowsCrashUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range goroutines {
-		err := lwRecv(t, errs, 20*time.Second, fmt.Sprintf("goroutine %d to fail", i))
+		err := recvWithin(t, errs, 20*time.Second, fmt.Sprintf("goroutine %d to fail", i))
 		if d := time.Since(crashed); d > 5*time.Second {
 			t.Errorf("goroutine %d's call failed %v after the crash", i, d)
 		}
@@ -1075,7 +1055,7 @@ func TestLifecycleWindowsStubbornKilledAfterGrace(t *testing.T) {
 				go func() { errs <- w.Close() }()
 			}
 			for range 2 {
-				if err := lwRecv(t, errs, 10*time.Second, "Close"); err != nil {
+				if err := recvWithin(t, errs, 10*time.Second, "Close"); err != nil {
 					t.Fatalf("Close: %v", err)
 				}
 			}
@@ -1092,7 +1072,7 @@ func TestLifecycleWindowsStubbornKilledAfterGrace(t *testing.T) {
 			if lwPipeExists(addr) {
 				t.Errorf("the worker's pipe %s outlived it", addr)
 			}
-			if err := lwRecv(t, call, 5*time.Second, "the call in flight"); !errors.Is(err, worker.ErrClosed) {
+			if err := recvWithin(t, call, 5*time.Second, "the call in flight"); !errors.Is(err, worker.ErrClosed) {
 				t.Fatalf("the call in flight: got %v, want ErrClosed", err)
 			}
 			start = time.Now()
@@ -1145,11 +1125,11 @@ func TestLifecycleWindowsKeepAliveDisconnectReconnectAttach(t *testing.T) {
 		_, err := worker.Call(ctx, w, Sleep, SleepReq{Ms: 60_000})
 		call <- err
 	}()
-	lwRecv(t, sentCh, 10*time.Second, "the sleep to be sent")
+	recvWithin(t, sentCh, 10*time.Second, "the sleep to be sent")
 	if err := w.Disconnect(); err != nil {
 		t.Fatalf("Disconnect: %v", err)
 	}
-	if err := lwRecv(t, call, 5*time.Second, "the call in flight"); !errors.Is(err, worker.ErrNotConnected) {
+	if err := recvWithin(t, call, 5*time.Second, "the call in flight"); !errors.Is(err, worker.ErrNotConnected) {
 		t.Fatalf("the call in flight: got %v, want ErrNotConnected", err)
 	}
 	if !w.IsActive() || w.IsConnected() || wp.gone(200*time.Millisecond) {
@@ -1225,7 +1205,7 @@ func TestLifecycleWindowsHostConnectTimeout(t *testing.T) {
 		cmd.Process.Kill() // if the test failed before it exited
 		<-waited
 	}()
-	err = lwRecv(t, exited, 10*time.Second, "the unconnected worker to exit")
+	err = recvWithin(t, exited, 10*time.Second, "the unconnected worker to exit")
 	elapsed := time.Since(start)
 	if err != nil {
 		t.Fatalf("the worker exited with %v, want 0", err)
@@ -1239,60 +1219,6 @@ func TestLifecycleWindowsHostConnectTimeout(t *testing.T) {
 	t.Logf("the unconnected worker exited after %v", elapsed.Round(time.Millisecond))
 }
 
-func TestLifecycleWindowsCancelReachesHandler(t *testing.T) {
-	w := lwSpawn(t, "", nil)
-	ctx, cancel := context.WithCancel(testCtx(t))
-	defer cancel()
-	call := make(chan error, 1)
-	go func() {
-		_, err := worker.Call(ctx, w, Sleep, SleepReq{Ms: 60_000})
-		call <- err
-	}()
-	if _, err := worker.Call(testCtx(t), w, LWAwait, 1); err != nil {
-		t.Fatal(err)
-	}
-	cancel()
-	start := time.Now()
-	err := lwRecv(t, call, 5*time.Second, "the cancelled call")
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("got %v, want context.Canceled", err)
-	}
-	if d := time.Since(start); d > time.Second {
-		t.Fatalf("the cancelled call returned after %v", d)
-	}
-	lctx, lcancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer lcancel()
-	if got, err := worker.Call(lctx, w, Canceled, ""); err != nil || got != context.Canceled.Error() {
-		t.Fatalf("the handler observed %q, %v; want %q", got, err, context.Canceled.Error())
-	}
-}
-
-func TestLifecycleWindowsDeadlineReachesHandler(t *testing.T) {
-	w := lwSpawn(t, "", nil)
-	dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if res, err := worker.Call(dctx, w, Sleep, SleepReq{Ms: 1}); err != nil || !res.HasDeadline {
-		t.Fatalf("with a deadline: %+v, %v; want the handler to have it", res, err)
-	}
-	if res, err := worker.Call(context.Background(), w, Sleep, SleepReq{Ms: 1}); err != nil || res.HasDeadline {
-		t.Fatalf("without a deadline: %+v, %v; want none in the handler", res, err)
-	}
-	// A deadline that passes ends the call and the handler.
-	sctx, scancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer scancel()
-	start := time.Now()
-	_, err := worker.Call(sctx, w, Sleep, SleepReq{Ms: 60_000})
-	if d := time.Since(start); !errors.Is(err, context.DeadlineExceeded) || d < 250*time.Millisecond || d > 3*time.Second {
-		t.Fatalf("got %v after %v, want context.DeadlineExceeded after 300ms", err, d)
-	}
-	lctx, lcancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer lcancel()
-	got, err := worker.Call(lctx, w, Canceled, "")
-	if err != nil || (got != context.Canceled.Error() && got != context.DeadlineExceeded.Error()) {
-		t.Fatalf("the handler observed %q, %v; want its context to end", got, err)
-	}
-}
-
 func TestLifecycleWindowsStartupFailures(t *testing.T) {
 	t.Run("exit-at-startup", func(t *testing.T) {
 		before := lwChildren(t)
@@ -1303,7 +1229,7 @@ func TestLifecycleWindowsStartupFailures(t *testing.T) {
 			w.Close()
 			t.Fatal("Spawn succeeded")
 		}
-		ce := lwCrash(t, err)
+		ce := asCrash(t, err)
 		if ce.ExitCode != 3 || !strings.Contains(ce.Stderr, "boom") || ce.Pid <= 0 {
 			t.Fatalf("got pid %d, exit code %d, stderr %q: %v", ce.Pid, ce.ExitCode, ce.Stderr, err)
 		}
@@ -1339,4 +1265,18 @@ func TestLifecycleWindowsStartupFailures(t *testing.T) {
 		}
 		lwNoNewChildren(t, before)
 	})
+}
+
+// Hooks of the portable lifecycle tests (lifecycle_portable_test.go).
+
+func lifecycleSpawn(t testing.TB, mode string, opts *worker.Options) *worker.Worker {
+	return lwSpawn(t, mode, opts)
+}
+
+// awaitSleeping returns once n Sleep handlers are running in w.
+func awaitSleeping(t testing.TB, w *worker.Worker, n int) {
+	t.Helper()
+	if _, err := worker.Call(testCtx(t), w, LWAwait, n); err != nil {
+		t.Fatal(err)
+	}
 }
