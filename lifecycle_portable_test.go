@@ -93,3 +93,51 @@ func TestLifecycleDeadlineReachesHandler(t *testing.T) {
 	}
 	handlerCanceled(t, w)
 }
+
+// reconnectAndHandOver checks, on a disconnected keep-alive worker with
+// process pid, that Reconnect reaches the same process, and that a second
+// host can Attach after the first disconnects, and hand it back.
+func reconnectAndHandOver(t *testing.T, ctx context.Context, w *worker.Worker, pid int) {
+	t.Helper()
+	if err := w.Reconnect(ctx); err != nil {
+		t.Fatalf("Reconnect: %v", err)
+	}
+	if got, err := worker.Call(ctx, w, GetPid, worker.Void{}); err != nil || got != pid || !w.IsConnected() {
+		t.Fatalf("after Reconnect: %d, %v, connected %v", got, err, w.IsConnected())
+	}
+
+	// A second host takes over once the first has disconnected.
+	if err := w.Disconnect(); err != nil {
+		t.Fatal(err)
+	}
+	other, err := worker.Attach(ctx, w.Token(), nil)
+	if err != nil {
+		t.Fatalf("Attach: %v", err)
+	}
+	if got, err := worker.Call(ctx, other, GetPid, worker.Void{}); err != nil || got != pid || other.Pid() != pid {
+		t.Fatalf("through the second host: %d, %v (Pid %d); want %d", got, err, other.Pid(), pid)
+	}
+	if err := other.Disconnect(); err != nil {
+		t.Fatalf("second host's Disconnect: %v", err)
+	}
+	if err := w.Reconnect(ctx); err != nil {
+		t.Fatalf("Reconnect after the second host: %v", err)
+	}
+	if _, err := worker.Call(ctx, w, Ping, PingReq{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLifecycleDisconnectNeedsKeepAlive(t *testing.T) {
+	w := lifecycleSpawn(t, "", nil)
+	ctx := testCtx(t)
+	if err := w.Disconnect(); !errors.Is(err, worker.ErrNotKeepAlive) {
+		t.Fatalf("Disconnect: got %v, want ErrNotKeepAlive", err)
+	}
+	if err := w.Reconnect(ctx); !errors.Is(err, worker.ErrNotKeepAlive) {
+		t.Fatalf("Reconnect: got %v, want ErrNotKeepAlive", err)
+	}
+	if _, err := worker.Call(ctx, w, Ping, PingReq{}); err != nil || !w.IsConnected() {
+		t.Fatalf("the connection was touched: %v, connected %v", err, w.IsConnected())
+	}
+}

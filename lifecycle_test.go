@@ -782,20 +782,6 @@ func TestLifecycleCloseIdempotentAndBounded(t *testing.T) {
 
 // --- 4. Disconnect and reconnect ------------------------------------------
 
-func TestLifecycleDisconnectNeedsKeepAlive(t *testing.T) {
-	w := lcSpawn(t, "", nil)
-	ctx := testCtx(t)
-	if err := w.Disconnect(); !errors.Is(err, worker.ErrNotKeepAlive) {
-		t.Fatalf("Disconnect: got %v, want ErrNotKeepAlive", err)
-	}
-	if err := w.Reconnect(ctx); !errors.Is(err, worker.ErrNotKeepAlive) {
-		t.Fatalf("Reconnect: got %v, want ErrNotKeepAlive", err)
-	}
-	if _, err := worker.Call(ctx, w, Ping, PingReq{}); err != nil || !w.IsConnected() {
-		t.Fatalf("the connection was touched: %v, connected %v", err, w.IsConnected())
-	}
-}
-
 func TestLifecycleKeepAliveDisconnectReconnectAttach(t *testing.T) {
 	sent, sentCh := lcSent(Sleep.Name())
 	sock := filepath.Join(lcDir(t), "w.sock")
@@ -823,33 +809,7 @@ func TestLifecycleKeepAliveDisconnectReconnectAttach(t *testing.T) {
 		t.Fatalf("a call while disconnected: got %v, want ErrNotConnected", err)
 	}
 
-	if err := w.Reconnect(ctx); err != nil {
-		t.Fatalf("Reconnect: %v", err)
-	}
-	if got, err := worker.Call(ctx, w, GetPid, worker.Void{}); err != nil || got != pid || !w.IsConnected() {
-		t.Fatalf("after Reconnect: %d, %v, connected %v", got, err, w.IsConnected())
-	}
-
-	// A second host takes over once the first has disconnected.
-	if err := w.Disconnect(); err != nil {
-		t.Fatal(err)
-	}
-	other, err := worker.Attach(ctx, w.Token(), nil)
-	if err != nil {
-		t.Fatalf("Attach: %v", err)
-	}
-	if got, err := worker.Call(ctx, other, GetPid, worker.Void{}); err != nil || got != pid || other.Pid() != pid {
-		t.Fatalf("through the second host: %d, %v (Pid %d); want %d", got, err, other.Pid(), pid)
-	}
-	if err := other.Disconnect(); err != nil {
-		t.Fatalf("second host's Disconnect: %v", err)
-	}
-	if err := w.Reconnect(ctx); err != nil {
-		t.Fatalf("Reconnect after the second host: %v", err)
-	}
-	if _, err := worker.Call(ctx, w, Ping, PingReq{}); err != nil {
-		t.Fatal(err)
-	}
+	reconnectAndHandOver(t, ctx, w, pid)
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -1087,20 +1087,6 @@ func TestLifecycleWindowsStubbornKilledAfterGrace(t *testing.T) {
 	}
 }
 
-func TestLifecycleWindowsDisconnectNeedsKeepAlive(t *testing.T) {
-	w := lwSpawn(t, "", nil)
-	ctx := testCtx(t)
-	if err := w.Disconnect(); !errors.Is(err, worker.ErrNotKeepAlive) {
-		t.Fatalf("Disconnect: got %v, want ErrNotKeepAlive", err)
-	}
-	if err := w.Reconnect(ctx); !errors.Is(err, worker.ErrNotKeepAlive) {
-		t.Fatalf("Reconnect: got %v, want ErrNotKeepAlive", err)
-	}
-	if _, err := worker.Call(ctx, w, Ping, PingReq{}); err != nil || !w.IsConnected() {
-		t.Fatalf("the connection was touched: %v, connected %v", err, w.IsConnected())
-	}
-}
-
 // TestLifecycleWindowsKeepAliveDisconnectReconnectAttach: Disconnect fails
 // the call in flight with ErrNotConnected and leaves the worker running;
 // Reconnect reaches the same process; a second host Attaches in between;
@@ -1139,33 +1125,7 @@ func TestLifecycleWindowsKeepAliveDisconnectReconnectAttach(t *testing.T) {
 		t.Fatalf("a call while disconnected: got %v, want ErrNotConnected", err)
 	}
 
-	if err := w.Reconnect(ctx); err != nil {
-		t.Fatalf("Reconnect: %v", err)
-	}
-	if got, err := worker.Call(ctx, w, GetPid, worker.Void{}); err != nil || got != pid || !w.IsConnected() {
-		t.Fatalf("after Reconnect: %d, %v, connected %v", got, err, w.IsConnected())
-	}
-
-	// A second host takes over once the first has disconnected.
-	if err := w.Disconnect(); err != nil {
-		t.Fatal(err)
-	}
-	other, err := worker.Attach(ctx, w.Token(), nil)
-	if err != nil {
-		t.Fatalf("Attach: %v", err)
-	}
-	if got, err := worker.Call(ctx, other, GetPid, worker.Void{}); err != nil || got != pid || other.Pid() != pid {
-		t.Fatalf("through the second host: %d, %v (Pid %d); want %d", got, err, other.Pid(), pid)
-	}
-	if err := other.Disconnect(); err != nil {
-		t.Fatalf("second host's Disconnect: %v", err)
-	}
-	if err := w.Reconnect(ctx); err != nil {
-		t.Fatalf("Reconnect after the second host: %v", err)
-	}
-	if _, err := worker.Call(ctx, w, Ping, PingReq{}); err != nil {
-		t.Fatal(err)
-	}
+	reconnectAndHandOver(t, ctx, w, pid)
 	start := time.Now()
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
