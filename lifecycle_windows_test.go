@@ -507,21 +507,7 @@ func TestLifecycleWindowsWorkerWatchesHost(t *testing.T) {
 	// A completed call shows that the worker is serving, so it watches its
 	// host (it starts to before it accepts connections).
 	ctx := testCtx(t)
-	var c *worker.Client
-	deadline := time.Now().Add(20 * time.Second)
-	for c == nil {
-		conn, err := npipe.Dial(ctx, path)
-		if err == nil {
-			if c, err = worker.NewClient(ctx, conn, nil); err != nil {
-				t.Fatalf("handshake: %v", err)
-			}
-			break
-		}
-		if !errors.Is(err, windows.ERROR_FILE_NOT_FOUND) || time.Now().After(deadline) || !wp.running() {
-			t.Fatalf("connecting to the worker: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	c := dialStarting(t, ctx, path, wp)
 	defer c.Close()
 	if _, err := worker.Call(ctx, c, Ping, PingReq{}); err != nil {
 		t.Fatal(err)
@@ -1238,5 +1224,35 @@ func awaitSleeping(t testing.TB, w *worker.Worker, n int) {
 	t.Helper()
 	if _, err := worker.Call(testCtx(t), w, LWAwait, n); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// dialStarting connects to a worker that was started by hand and may not
+// listen yet, the way Spawn does: it dials again while the pipe does not
+// exist, and also when the handshake breaks because the dial won the race
+// with npipe.Listen for the pipe's first instance (where that instance is
+// connectable, as under Wine, Listen drops such a client and listens
+// again). The worker announces nothing to a hand-started host, so polling
+// is the only way to learn that it listens; wp.running ends the wait early
+// if the worker dies.
+func dialStarting(t *testing.T, ctx context.Context, path string, wp *lwProc) *worker.Client {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		conn, err := npipe.Dial(ctx, path)
+		if err == nil {
+			c, herr := worker.NewClient(ctx, conn, nil)
+			if herr == nil {
+				return c
+			}
+			err = fmt.Errorf("handshake: %w", herr)
+			t.Logf("dialling again after %v", err)
+		} else if !errors.Is(err, windows.ERROR_FILE_NOT_FOUND) {
+			t.Fatalf("connecting to the worker: %v", err)
+		}
+		if time.Now().After(deadline) || !wp.running() {
+			t.Fatalf("connecting to the worker: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
