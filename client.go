@@ -124,7 +124,7 @@ func (c *Client) send(ctx context.Context, typ string, payload, out any, tx *str
 	deadline, timeout := c.deadline(ctx, typ)
 	fbuf := getBuf()
 	defer putBuf(fbuf)
-	frame, keep, id, err := c.encode(ctx, (*fbuf)[:0], typ, payload, deadline, *tx)
+	frame, tail, keep, id, err := c.encode(ctx, (*fbuf)[:0], typ, payload, deadline, *tx)
 	*fbuf = frame
 	if keep != "" {
 		*tx = keep
@@ -140,7 +140,7 @@ func (c *Client) send(ctx context.Context, typ string, payload, out any, tx *str
 		c.release(cl)
 		return err
 	}
-	ticket, err := c.write(ctx, frame, deadline, inflight == 1, true)
+	ticket, err := c.write(ctx, frame, tail, deadline, inflight == 1, true)
 	if err != nil {
 		if c.forget(id) {
 			c.release(cl)
@@ -171,7 +171,9 @@ func (c *Client) send(ctx context.Context, typ string, payload, out any, tx *str
 // encode appends the frame of a request to dst. Its tx is tx or, when
 // empty, a new one, returned as keep (for a retry to send it again);
 // sent is the tx on the wire, which middleware may have changed.
-func (c *Client) encode(ctx context.Context, dst []byte, typ string, payload any, deadline time.Time, tx string) (frame []byte, keep, sent string, err error) {
+//
+// The frame is frame followed by tail (see codec.frameValue).
+func (c *Client) encode(ctx context.Context, dst []byte, typ string, payload any, deadline time.Time, tx string) (frame, tail []byte, keep, sent string, err error) {
 	if !c.peer.deadline {
 		deadline = time.Time{}
 	}
@@ -180,17 +182,17 @@ func (c *Client) encode(ctx context.Context, dst []byte, typ string, payload any
 		if tx == "" {
 			tx = newUUID()
 		}
-		frame, encErr, err := c.codec.frameValue(dst, typ, tx, payload, unixMilli(deadline))
+		frame, tail, encErr, err := c.codec.frameValue(dst, typ, tx, payload, unixMilli(deadline))
 		if encErr != nil {
-			return frame, "", "", fmt.Errorf("worker: %s: encoding payload: %w", typ, encErr)
+			return frame, nil, "", "", fmt.Errorf("worker: %s: encoding payload: %w", typ, encErr)
 		}
-		return frame, tx, tx, err
+		return frame, tail, tx, tx, err
 	}
 	pbuf := getBuf()
 	defer putBuf(pbuf)
 	p, err := c.cfg.ser.AppendPayload((*pbuf)[:0], payload)
 	if err != nil {
-		return dst, "", "", fmt.Errorf("worker: %s: encoding payload: %w", typ, err)
+		return dst, nil, "", "", fmt.Errorf("worker: %s: encoding payload: %w", typ, err)
 	}
 	*pbuf = p
 	m := Message{Kind: KindRequest, Type: typ, Tx: tx, Payload: p, Deadline: deadline, ser: c.cfg.ser}
@@ -200,7 +202,7 @@ func (c *Client) encode(ctx context.Context, dst []byte, typ string, payload any
 			if !utf8.ValidString(m.Tx) || m.Tx == "" {
 				// The JSON wire would carry another tx, and the reply
 				// could never be matched.
-				return nil, "", "", fmt.Errorf("worker: Options.NewTx returned %q: a transaction id must be non-empty valid UTF-8", m.Tx)
+				return nil, nil, "", "", fmt.Errorf("worker: Options.NewTx returned %q: a transaction id must be non-empty valid UTF-8", m.Tx)
 			}
 		} else {
 			m.Tx = newUUID()
@@ -208,10 +210,10 @@ func (c *Client) encode(ctx context.Context, dst []byte, typ string, payload any
 	}
 	keep = m.Tx
 	if err := runMiddleware(ctx, c.cfg.mw, Outgoing, &m); err != nil {
-		return dst, keep, "", err
+		return dst, nil, keep, "", err
 	}
 	frame, err = c.codec.frameMessage(dst, &m)
-	return frame, keep, m.Tx, err
+	return frame, nil, keep, m.Tx, err
 }
 
 // deadline returns the call's effective deadline and, when Options.Timeout
@@ -327,8 +329,8 @@ func (c *Client) take(tx []byte) *call {
 // once if it can be. A frame that is queued rather than written can be
 // taken back with its ticket (when removable is set and the ticket is not
 // 0).
-func (c *Client) write(ctx context.Context, frame []byte, deadline time.Time, alone, removable bool) (ticket uint64, err error) {
-	ticket, broken, err := c.wq.write(ctx.Done(), frame, deadline, alone, removable)
+func (c *Client) write(ctx context.Context, frame, tail []byte, deadline time.Time, alone, removable bool) (ticket uint64, err error) {
+	ticket, broken, err := c.wq.write(ctx.Done(), frame, tail, deadline, alone, removable)
 	switch {
 	case err == nil:
 		return ticket, nil
@@ -358,7 +360,7 @@ func (c *Client) notify(typ string, payload any) {
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		_, _ = c.write(ctx, frame, time.Now().Add(time.Second), true, false)
+		_, _ = c.write(ctx, frame, nil, time.Now().Add(time.Second), true, false)
 	}
 }
 

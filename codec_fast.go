@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"github.com/isolated-workers/worker/internal/wire"
@@ -33,8 +34,21 @@ func directOf(ser Serializer) direct {
 // encoding of v. encErr is the serializer's error encoding v; err is a
 // framing error (ErrTooLarge). On error dst is returned unchanged. It
 // needs c.direct != directNone.
-func (c *codec) frameValue(dst []byte, typ, tx string, v any, deadline int64) (frame []byte, encErr, err error) {
+//
+// A big []byte under Binary is not copied: the frame is frame followed by
+// tail, which is that slice (see tailOf), to be written together.
+func (c *codec) frameValue(dst []byte, typ, tx string, v any, deadline int64) (frame, tail []byte, encErr, err error) {
 	start := len(dst)
+	if tail = c.tailOf(v); tail != nil {
+		dst = wire.AppendBinaryHead(wire.AppendPrefix(dst), typ, tx, deadline)
+		dst = appendCBORHead(dst, 2, uint64(len(tail)))
+		body := len(dst) - start - wire.LengthPrefixSize + len(tail)
+		if body > c.max {
+			return dst[:start], nil, nil, fmt.Errorf("%w: %q is %d bytes, the limit is %d", ErrTooLarge, typ, body, c.max)
+		}
+		binary.BigEndian.PutUint32(dst[start:], uint32(body))
+		return dst, tail, nil, nil
+	}
 	switch c.direct {
 	case directJSON:
 		dst = wire.AppendJSONHead(dst, typ, tx)
@@ -45,7 +59,7 @@ func (c *codec) frameValue(dst []byte, typ, tx string, v any, deadline int64) (f
 	}
 	dst, encErr = c.ser.AppendPayload(dst, v)
 	if encErr != nil {
-		return dst[:start], encErr, nil
+		return dst[:start], nil, encErr, nil
 	}
 	body := len(dst) - start
 	if c.direct == directJSON {
@@ -58,9 +72,23 @@ func (c *codec) frameValue(dst []byte, typ, tx string, v any, deadline int64) (f
 		wire.PutPrefix(dst, start)
 	}
 	if body > c.max {
-		return dst[:start], nil, fmt.Errorf("%w: %q is %d bytes, the limit is %d", ErrTooLarge, typ, body, c.max)
+		return dst[:start], nil, nil, fmt.Errorf("%w: %q is %d bytes, the limit is %d", ErrTooLarge, typ, body, c.max)
 	}
-	return dst, nil, nil
+	return dst, nil, nil, nil
+}
+
+// tailOf returns the bytes of v if v is a []byte payload that the Binary
+// codec writes as it is, after the frame's head, instead of copying it into
+// the frame: one bigger than what the write queue would copy anyway (see
+// coalesceMax). Its encoding is a CBOR byte string: a head, then the bytes.
+func (c *codec) tailOf(v any) []byte {
+	if c.direct != directBinary {
+		return nil
+	}
+	if b, ok := v.(*[]byte); ok && len(*b) > coalesceMax {
+		return *b
+	}
+	return nil
 }
 
 // ownedBinary is Binary for payloads in memory that nobody reuses (a big

@@ -10,6 +10,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/isolated-workers/worker/internal/wire"
@@ -46,7 +47,39 @@ type handler struct {
 	name, result, errType string
 	void                  bool
 	run                   func(ctx context.Context, ser Serializer, payload []byte) (any, error)
+	// quick scores how reliably a request of this type is handled (decoded
+	// and run, middleware included) within quickTime: it rises by one with
+	// each such request (up to quickMax) and halves with each slower one.
+	// From quickInline on, the reader runs the type's requests itself,
+	// under a lease (see session.runLeased).
+	quick atomic.Int32
 }
+
+const (
+	quickInline = 4
+	quickMax    = 16
+	// quickTime is about what handing a request to another goroutine
+	// costs: a request handled that fast is better run by the reader,
+	// which then reads on, than by another goroutine, even when more
+	// requests are waiting (they are then handled one after the other, so
+	// it must be short: a longer one is worth running in parallel).
+	quickTime = 10 * time.Microsecond
+)
+
+// observe scores one request of h's type that took d to handle.
+func (h *handler) observe(d time.Duration) {
+	q := h.quick.Load()
+	switch {
+	case d < quickTime && q < quickMax:
+		h.quick.Store(q + 1)
+	case d >= quickTime && q > 0:
+		h.quick.Store(q / 2)
+	}
+}
+
+// inline reports whether requests of h's type are quick enough to be run
+// by the reader.
+func (h *handler) inline() bool { return h.quick.Load() >= quickInline }
 
 type serverConfig struct {
 	ser         Serializer
@@ -99,6 +132,8 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn) error {
 		active: make(map[string]*request), slots: make(chan struct{}, maxInFlight), ctx: ctx,
 		work: make(chan *request), ended: make(chan error, 1)}
 	ss.wq = wqueue{conn: conn, broken: func(error) { conn.Close() }, timeoutsBreak: true}
+	ss.leaseWatch = time.AfterFunc(time.Hour, ss.watchLeases)
+	ss.leaseWatch.Stop()
 	if !s.add(ss) {
 		conn.Close()
 		return nil
@@ -201,19 +236,28 @@ type session struct {
 	slots chan struct{}
 	wg    sync.WaitGroup
 	wq    wqueue // the replies being written
-	// One goroutine at a time reads requests (the reader role). While more
-	// requests are already buffered, it hands each one to an idle goroutine
-	// through work and reads on; the last one it runs itself, after passing
-	// the role on (a nil request on work), so that a lone request does not
-	// wait for a goroutine switch. Goroutines outlive their request, up to
-	// maxIdle of them waiting: a fresh goroutine would grow its stack again
-	// (decoding is deep). work is closed when the session has ended, and
-	// ended receives why the reading stopped.
-	work  chan *request
-	idle  atomic.Int32
-	ended chan error
-	env   wire.Envelope // the reader's
-	peer  bool          // the host completed the handshake and knows the extensions
+	// One goroutine at a time reads requests (the reader role). A request
+	// of a quick type (see handler.quick) it runs itself and then reads on,
+	// under a lease (see runLeased and watchLeases), so that small calls
+	// cost no goroutine switch at all. Of the others, while more requests
+	// are already buffered, it hands each one to an idle goroutine through
+	// work and reads on; the last one it runs itself, after passing the
+	// role on (a nil request on work), so that a lone request does not wait
+	// for a goroutine switch either. Goroutines outlive
+	// their request, up to maxIdle of them waiting: a fresh goroutine would
+	// grow its stack again (decoding is deep). work is closed when the
+	// session has ended, and ended receives why the reading stopped.
+	work       chan *request
+	idle       atomic.Int32
+	ended      chan error
+	lease      atomic.Bool   // a reader runs a request while it holds the role
+	leaseSeq   atomic.Uint64 // leases taken so far
+	leaseSeen  atomic.Uint64 // leaseSeq at the watch's last look
+	watching   atomic.Bool   // leaseWatch is armed
+	leaseWatch *time.Timer
+	more       atomic.Bool   // the leased request's reply has more behind it: queue it
+	env        wire.Envelope // the reader's
+	peer       bool          // the host completed the handshake and knows the extensions
 
 	mu     sync.Mutex
 	active map[string]*request
@@ -243,8 +287,17 @@ func (ss *session) handle(r *request) {
 			if r = ss.read(); r == nil {
 				return // the connection ended
 			}
+			if ss.lease.Load() {
+				if ss.runLeased(r) {
+					r = nil
+					continue // still the reader
+				}
+			} else {
+				ss.run(r)
+			}
+		} else {
+			ss.run(r)
 		}
-		ss.run(r)
 		if ss.idle.Add(1) > maxIdle {
 			ss.idle.Add(-1)
 			return
@@ -267,10 +320,12 @@ func (ss *session) give(r *request) {
 	}
 }
 
-// read reads, in the reader role, until the last request already received
-// is to be handled: it passes the role on and returns that request, its
-// in-flight slot taken. When the connection ends, it sends why to
-// ss.ended and returns nil.
+// read reads, in the reader role, until a request is to be handled by
+// this goroutine, and returns it, its in-flight slot taken: a request of a
+// quick type, under a lease, keeping the role; or the last request already
+// received, after passing the role on. Requests of other types while more
+// are buffered go to other goroutines. When the connection ends, it sends
+// why to ss.ended and returns nil.
 func (ss *session) read() *request {
 	e := &ss.env
 	for {
@@ -278,7 +333,8 @@ func (ss *session) read() *request {
 		frame, err := ss.rd.Next()
 		if err != nil {
 			<-ss.slots
-			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrClosedPipe) {
+			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrClosedPipe) ||
+				errors.Is(err, syscall.ECONNRESET) { // the host closed with replies unread
 				ss.ended <- nil
 				return nil
 			}
@@ -307,6 +363,10 @@ func (ss *session) read() *request {
 		switch {
 		case r == nil:
 			<-ss.slots
+		case r.h.inline():
+			ss.more.Store(len(ss.rd.Buffered()) > 0)
+			ss.takeLease()
+			return r
 		case len(ss.rd.Buffered()) > 0:
 			ss.give(r) // more is here already: read on
 		default:
@@ -314,6 +374,57 @@ func (ss *session) read() *request {
 			return r
 		}
 	}
+}
+
+// leaseTime bounds how long a reader runs a quick request before another
+// goroutine takes the reader role: a lease is ended by the watch once it
+// has been held since the watch's previous look, which makes it between
+// one and two leaseTimes (plus the runtime's timer slack).
+const leaseTime = time.Millisecond
+
+// takeLease starts a lease for the reader, which is about to run the last
+// request it read, and makes sure the watch runs.
+func (ss *session) takeLease() {
+	ss.leaseSeq.Add(1)
+	ss.lease.Store(true)
+	if !ss.watching.Load() && ss.watching.CompareAndSwap(false, true) {
+		ss.leaseWatch.Reset(leaseTime)
+	}
+}
+
+// runLeased runs r, the last request read, in the reader goroutine under
+// the lease that read took. It reports whether this goroutine is still the
+// reader: it is unless the watch ended the lease and gave the role to
+// another goroutine. Running r here rather than passing the role on first
+// saves waking a goroutine on another thread just to wait for the next
+// request, which is much of the cost of a small call.
+func (ss *session) runLeased(r *request) bool {
+	ss.run(r)
+	ss.more.Store(false)
+	return ss.lease.CompareAndSwap(true, false)
+}
+
+// watchLeases runs every leaseTime while leases are being taken. A lease
+// held since its previous run has lasted too long (its request's handler
+// blocks, or its reply does): it ends it and passes the reader role on, so
+// that the requests behind it and any cancellation of it are read. Exactly
+// one of it and runLeased ends a lease. When no lease was taken since its
+// previous run it stops, so an idle session costs nothing; takeLease
+// starts it again.
+func (ss *session) watchLeases() {
+	seq := ss.leaseSeq.Load()
+	if seq == ss.leaseSeen.Swap(seq) {
+		if ss.lease.CompareAndSwap(true, false) {
+			ss.give(nil)
+		} else {
+			ss.watching.Store(false)
+			// A lease taken since the load of seq saw watching still set.
+			if !ss.lease.Load() || !ss.watching.CompareAndSwap(false, true) {
+				return
+			}
+		}
+	}
+	ss.leaseWatch.Reset(leaseTime)
 }
 
 // greet handles the optional handshake. It returns the bytes already read
@@ -475,12 +586,12 @@ func (ss *session) begin(r *request) error {
 }
 
 func (ss *session) run(r *request) {
+	h, ser, start := r.h, ss.codec.ser, time.Now()
 	defer func() {
 		r.cancel(context.Canceled)
 		<-ss.slots
 		ss.wg.Done()
 	}()
-	h, ser := r.h, ss.codec.ser
 	if r.owned && ss.codec.direct == directBinary {
 		ser = ownedBinary{} // the payload's memory is the request's own
 	}
@@ -499,6 +610,7 @@ func (ss *session) run(r *request) {
 		payload = m.Payload
 	}
 	res, err := safeRun(r, h, ser, payload)
+	h.observe(time.Since(start))
 	ss.release(r)
 	ss.untrack(r)
 	if err != nil {
@@ -565,7 +677,7 @@ func (ss *session) reply(ctx context.Context, tx, typ string, res any, void bool
 		// The result is encoded straight into the frame.
 		fbuf := getBuf()
 		defer putBuf(fbuf)
-		frame, encErr, err := ss.codec.frameValue((*fbuf)[:0], typ, tx, res, 0)
+		frame, tail, encErr, err := ss.codec.frameValue((*fbuf)[:0], typ, tx, res, 0)
 		*fbuf = frame
 		switch {
 		case encErr != nil:
@@ -574,7 +686,7 @@ func (ss *session) reply(ctx context.Context, tx, typ string, res any, void bool
 		case err != nil:
 			ss.replyError(ctx, tx, typ[:len(typ)-len("Result")]+"Error", &RemoteError{Name: "Error", Message: err.Error(), Code: CodeTooLarge})
 		default:
-			ss.write(frame, time.Time{})
+			ss.write(frame, tail, time.Time{})
 		}
 		return
 	}
@@ -631,17 +743,17 @@ func (ss *session) send(ctx context.Context, kind Kind, tx, typ string, payload 
 		ss.s.cfg.log.warn("cannot encode a reply", "tx", tx, "type", typ, "err", err)
 		return
 	}
-	ss.write(frame, time.Time{})
+	ss.write(frame, nil, time.Time{})
 }
 
 // write writes one frame, or queues it behind the replies being written.
 // A failed write breaks the stream: the connection is closed and the
 // reader ends the session.
-func (ss *session) write(frame []byte, deadline time.Time) {
+func (ss *session) write(frame, tail []byte, deadline time.Time) {
 	// Alone: no other request is in flight. The reader holds a slot while
 	// it waits for the next request, and each handler one until it returns.
-	alone := len(ss.slots) <= 2
-	if _, _, err := ss.wq.write(nil, frame, deadline, alone, false); err != nil {
+	alone := len(ss.slots) <= 2 && !ss.more.Load()
+	if _, _, err := ss.wq.write(nil, frame, tail, deadline, alone, false); err != nil {
 		ss.conn.Close()
 	}
 }
@@ -655,7 +767,7 @@ func (ss *session) protocolError(err error) {
 	ep := ErrorPayload{Message: err.Error(), Name: "ProtocolError"}
 	p, _ := ss.codec.ser.AppendPayload(nil, &ep)
 	if frame, ferr := ss.codec.frame(nil, typeProtocolError, "", p, 0); ferr == nil {
-		ss.write(frame, time.Now().Add(time.Second))
+		ss.write(frame, nil, time.Now().Add(time.Second))
 	}
 }
 
@@ -730,7 +842,8 @@ func (ss *session) end(err error) {
 	ss.mu.Unlock()
 	ss.cancelAll(err)
 	ss.wg.Wait()
-	close(ss.work) // the reader, its only sender, is done
+	ss.leaseWatch.Stop() // no lease is held: ended waited for the reader
+	close(ss.work)       // the reader, and the watch of its leases, are done
 	ss.wq.idle()
 	ss.conn.Close()
 }

@@ -88,7 +88,8 @@ var errWaitCanceled = errors.New("worker: gave up waiting to write")
 // aLongTimeAgo is a deadline that interrupts a write at once.
 var aLongTimeAgo = time.Unix(1, 0)
 
-// write writes frame whole, or queues it. A nil error means written or
+// write writes frame whole, followed by tail, or queues it (a frame with a
+// tail is big: it is never queued, nor tail copied). A nil error means written or
 // queued (a queued frame that later fails to go out breaks the stream,
 // which its writer learns from the connection); ticket, when not 0, takes
 // a queued frame back (see remove) if removable is set. Otherwise frame
@@ -99,8 +100,8 @@ var aLongTimeAgo = time.Unix(1, 0)
 //
 // deadline, if not zero, bounds the write of frame when this goroutine
 // writes it itself.
-func (q *wqueue) write(done <-chan struct{}, frame []byte, deadline time.Time, alone, removable bool) (ticket uint64, broken bool, err error) {
-	big := len(frame) > coalesceMax
+func (q *wqueue) write(done <-chan struct{}, frame, tail []byte, deadline time.Time, alone, removable bool) (ticket uint64, broken bool, err error) {
+	big := len(frame)+len(tail) > coalesceMax
 	q.mu.Lock()
 	for {
 		if q.err != nil {
@@ -159,7 +160,15 @@ func (q *wqueue) write(done <-chan struct{}, frame []byte, deadline time.Time, a
 	if deadline.IsZero() && done != nil {
 		interrupt = q.interruptOn(done) // a cancellation without a deadline
 	}
-	n, err := q.conn.Write(frame)
+	var n int
+	if tail == nil {
+		n, err = q.conn.Write(frame)
+	} else {
+		bufs := net.Buffers{frame, tail} // one writev where the connection has it
+		var n64 int64
+		n64, err = bufs.WriteTo(q.conn)
+		n = int(n64)
+	}
 	if interrupt.stop() || !deadline.IsZero() {
 		q.conn.SetWriteDeadline(time.Time{})
 	}

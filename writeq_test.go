@@ -66,7 +66,11 @@ func TestWqueueManyWriters(t *testing.T) {
 						if seq%50 == 49 {
 							size = coalesceMax + 100 // now and then a big one
 						}
-						if _, _, err := q.write(nil, testFrame(w, seq, size), time.Time{}, seq%3 == 0, true); err != nil {
+						f, tail := testFrame(w, seq, size), []byte(nil)
+						if seq%100 == 99 {
+							f, tail = f[:100], f[100:] // and a big one in two parts
+						}
+						if _, _, err := q.write(nil, f, tail, time.Time{}, seq%3 == 0, true); err != nil {
 							t.Error(err)
 							return
 						}
@@ -100,11 +104,11 @@ func TestWqueueRemove(t *testing.T) {
 	q := &wqueue{conn: a, broken: func(error) { brokenCalls.Add(1); a.Close() }}
 	// The first frame is written directly and blocks: nobody reads yet.
 	first := make(chan error, 1)
-	go func() { _, _, err := q.write(nil, testFrame(0, 0, 40), time.Time{}, true, true); first <- err }()
+	go func() { _, _, err := q.write(nil, testFrame(0, 0, 40), nil, time.Time{}, true, true); first <- err }()
 	<-a.entered
 	var tickets []uint64
 	for seq := 1; seq <= 6; seq++ {
-		tk, _, err := q.write(nil, testFrame(0, seq, 40), time.Time{}, false, true)
+		tk, _, err := q.write(nil, testFrame(0, seq, 40), nil, time.Time{}, false, true)
 		if err != nil || tk == 0 {
 			t.Fatalf("queueing %d: ticket %d, %v", seq, tk, err)
 		}
@@ -145,16 +149,19 @@ func TestWqueueBroken(t *testing.T) {
 	var brokenCalls atomic.Int32
 	q := &wqueue{conn: a, broken: func(error) { brokenCalls.Add(1); a.Close() }}
 	go func() {
-		q.write(nil, testFrame(0, 0, 40), time.Time{}, true, true) // blocks, then fails
+		q.write(nil, testFrame(0, 0, 40), nil, time.Time{}, true, true) // blocks, then fails
 	}()
 	<-a.entered
 	big := make(chan error, 1)
-	go func() { _, _, err := q.write(nil, testFrame(1, 0, coalesceMax+1), time.Time{}, true, true); big <- err }()
+	go func() {
+		_, _, err := q.write(nil, testFrame(1, 0, coalesceMax+1), nil, time.Time{}, true, true)
+		big <- err
+	}()
 	b.Close()
 	if err := <-big; err == nil {
 		t.Fatal("a big frame waiting to be written: no error after the stream broke")
 	}
-	if _, broken, err := q.write(nil, testFrame(2, 0, 40), time.Time{}, true, true); err == nil || !broken {
+	if _, broken, err := q.write(nil, testFrame(2, 0, 40), nil, time.Time{}, true, true); err == nil || !broken {
 		t.Fatalf("a write after the stream broke: %v, %v", broken, err)
 	}
 	if n := brokenCalls.Load(); n != 1 {
@@ -168,18 +175,18 @@ func TestWqueueWaitAndTimeout(t *testing.T) {
 	a, b := newEnteringPipe()
 	defer b.Close()
 	q := &wqueue{conn: a, broken: func(error) { a.Close() }}
-	_, broken, err := q.write(nil, testFrame(0, 0, 40), time.Now().Add(20*time.Millisecond), true, true)
+	_, broken, err := q.write(nil, testFrame(0, 0, 40), nil, time.Now().Add(20*time.Millisecond), true, true)
 	<-a.entered
 	var ne net.Error
 	if err == nil || broken || !errors.As(err, &ne) || !ne.Timeout() {
 		t.Fatalf("a write that nobody read: %v, %v; want a timeout that leaves the stream intact", broken, err)
 	}
 	// A big frame waits for a writer that blocks; done cuts the wait short.
-	go q.write(nil, testFrame(0, 1, 40), time.Time{}, true, true)
+	go q.write(nil, testFrame(0, 1, 40), nil, time.Time{}, true, true)
 	<-a.entered
 	done := make(chan struct{})
 	close(done)
-	if _, _, err := q.write(done, testFrame(1, 0, coalesceMax+1), time.Time{}, true, true); err != errWaitCanceled {
+	if _, _, err := q.write(done, testFrame(1, 0, coalesceMax+1), nil, time.Time{}, true, true); err != errWaitCanceled {
 		t.Fatalf("waiting with done closed: %v", err)
 	}
 	go func() { q.idle(); a.Close() }()

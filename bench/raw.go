@@ -2,10 +2,11 @@ package main
 
 // The floor: a raw length-prefixed echo multiplexed on one Unix-socket
 // connection. Frame = 4-byte big-endian body length + 8-byte call id + body.
-// The client has one writer mutex (one write syscall per small frame), a
-// reader goroutine that dispatches each reply by id to the waiting caller
-// through a pooled buffered channel, and no serialization at all. The child
-// reads frames and echoes each one from its own goroutine.
+// The client combines the frames of concurrent callers into one write (as
+// any tuned multiplexing client does), has a reader goroutine that
+// dispatches each reply by id to the waiting caller through a pooled
+// buffered channel, and no serialization at all. The child echoes each
+// frame from its read loop and flushes when no whole request is waiting.
 
 import (
 	"bufio"
@@ -13,6 +14,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -23,8 +25,14 @@ const rawHdr = 12
 type rawClient struct {
 	lc *listeningChild
 
+	// The write side combines frames: a caller that finds another caller
+	// writing appends its frame to wbuf and leaves; the writing caller
+	// sends everything queued before it returns, in one write per batch.
 	wmu     sync.Mutex
-	scratch []byte
+	writing bool
+	wbuf    []byte
+	spare   []byte
+	werr    error
 
 	nextID  atomic.Uint64
 	mu      sync.Mutex
@@ -39,7 +47,8 @@ func spawnRaw(ctx context.Context) (Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &rawClient{lc: lc, pending: make(map[uint64]chan []byte), scratch: make([]byte, 0, 64<<10)}
+	c := &rawClient{lc: lc, pending: make(map[uint64]chan []byte),
+		wbuf: make([]byte, 0, 64<<10), spare: make([]byte, 0, 64<<10)}
 	go c.readLoop()
 	return c, nil
 }
@@ -75,6 +84,51 @@ func (c *rawClient) readLoop() {
 	c.mu.Unlock()
 }
 
+// rawBig is the body size from which a frame is written on its own
+// (header and body in one writev) rather than copied into the batch.
+const rawBig = 16 << 10
+
+// send writes one frame, batched with the frames of concurrent callers.
+func (c *rawClient) send(id uint64, p []byte) error {
+	var hdr [rawHdr]byte
+	binary.BigEndian.PutUint32(hdr[0:4], uint32(len(p)))
+	binary.BigEndian.PutUint64(hdr[4:12], id)
+	c.wmu.Lock()
+	if c.werr != nil {
+		c.wmu.Unlock()
+		return c.werr
+	}
+	if c.writing || len(p) < rawBig {
+		c.wbuf = append(append(c.wbuf, hdr[:]...), p...)
+		if c.writing {
+			c.wmu.Unlock()
+			return nil // the writing caller sends it
+		}
+	}
+	c.writing = true
+	var err error
+	if len(p) >= rawBig && len(c.wbuf) == 0 {
+		c.wmu.Unlock()
+		bufs := net.Buffers{hdr[:], p}
+		_, err = bufs.WriteTo(c.lc.Conn)
+		c.wmu.Lock()
+	}
+	for err == nil && len(c.wbuf) > 0 {
+		b := c.wbuf
+		c.wbuf = c.spare[:0]
+		c.wmu.Unlock()
+		_, err = c.lc.Conn.Write(b)
+		c.wmu.Lock()
+		c.spare = b[:0]
+	}
+	if err != nil {
+		c.werr = err
+	}
+	c.writing = false
+	c.wmu.Unlock()
+	return err
+}
+
 func (c *rawClient) call(ctx context.Context, p []byte) ([]byte, error) {
 	id := c.nextID.Add(1)
 	ch := rawChanPool.Get().(chan []byte)
@@ -86,24 +140,7 @@ func (c *rawClient) call(ctx context.Context, p []byte) ([]byte, error) {
 	c.pending[id] = ch
 	c.mu.Unlock()
 
-	c.wmu.Lock()
-	var err error
-	if rawHdr+len(p) <= cap(c.scratch) {
-		b := c.scratch[:rawHdr]
-		binary.BigEndian.PutUint32(b[0:4], uint32(len(p)))
-		binary.BigEndian.PutUint64(b[4:12], id)
-		b = append(b, p...)
-		_, err = c.lc.Conn.Write(b)
-	} else {
-		var hdr [rawHdr]byte
-		binary.BigEndian.PutUint32(hdr[0:4], uint32(len(p)))
-		binary.BigEndian.PutUint64(hdr[4:12], id)
-		if _, err = c.lc.Conn.Write(hdr[:]); err == nil {
-			_, err = c.lc.Conn.Write(p)
-		}
-	}
-	c.wmu.Unlock()
-	if err != nil {
+	if err := c.send(id, p); err != nil {
 		c.forget(id)
 		return nil, err
 	}
@@ -139,33 +176,51 @@ func (c *rawClient) Echo(ctx context.Context, p []byte) ([]byte, error) { return
 
 func (c *rawClient) Close() error { return c.lc.Close() }
 
-// rawChild: read frames, echo each concurrently; exit on EOF.
+// rawChild: read frames and echo them from the read loop; replies collect
+// in a buffered writer that is flushed whenever no further complete request
+// is already buffered, so a burst of requests is answered in one write.
+// Exits on EOF.
 func rawChild() {
 	conn := childListen()
 	br := bufio.NewReaderSize(conn, 64<<10)
-	var wmu sync.Mutex
+	bw := bufio.NewWriterSize(conn, 64<<10)
+	frame := make([]byte, 0, 64<<10)
 	for {
-		frame := make([]byte, rawHdr, rawHdr+64)
-		if _, err := io.ReadFull(br, frame); err != nil {
+		if _, err := io.ReadFull(br, frame[:rawHdr]); err != nil {
 			os.Exit(0)
 		}
 		n := int(binary.BigEndian.Uint32(frame[0:4]))
-		if n > cap(frame)-rawHdr {
+		if rawHdr+n > cap(frame) {
 			f := make([]byte, rawHdr, rawHdr+n)
-			copy(f, frame)
+			copy(f, frame[:rawHdr])
 			frame = f
 		}
 		frame = frame[:rawHdr+n]
 		if _, err := io.ReadFull(br, frame[rawHdr:]); err != nil {
 			os.Exit(0)
 		}
-		go func(frame []byte) {
-			wmu.Lock()
-			_, err := conn.Write(frame) // header (same length, same id) + body
-			wmu.Unlock()
-			if err != nil {
-				os.Exit(0)
+		var err error
+		if len(frame) > bw.Available() {
+			if err = bw.Flush(); err == nil {
+				_, err = conn.Write(frame)
 			}
-		}(frame)
+		} else {
+			_, err = bw.Write(frame)
+		}
+		if err == nil && !frameBuffered(br) {
+			err = bw.Flush()
+		}
+		if err != nil {
+			os.Exit(0)
+		}
 	}
+}
+
+// frameBuffered reports whether br already holds a whole frame.
+func frameBuffered(br *bufio.Reader) bool {
+	if br.Buffered() < rawHdr {
+		return false
+	}
+	h, _ := br.Peek(4)
+	return br.Buffered() >= rawHdr+int(binary.BigEndian.Uint32(h))
 }
