@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -42,63 +43,96 @@ var leaseBlock = Define[bool, string]("leaseBlock")
 // A request of a quick type that blocks while the reader runs it must not
 // hold up the connection: the lease's watch passes the reader role on, so
 // that the next request is served and a cancellation of the blocked one
-// reaches its handler. Without the watch, the second call below would wait
-// for the first, which waits for its cancellation, which nobody would read.
+// reaches its handler; and the type is no longer run by the reader, so
+// that its next blocking requests do not each hold up the connection.
+// Without the watch, the second call below would wait for the first, which
+// waits for its cancellation, which nobody would read. The watch is tried
+// both while it runs (leases were just taken) and after it stopped for
+// want of leases: the blocking request's lease must start it again.
 func TestLeaseExpiresWhenAQuickHandlerBlocks(t *testing.T) {
 	for _, kind := range []string{"pipe", "unix"} {
-		t.Run(kind, func(t *testing.T) {
-			entered := make(chan struct{}, 1)
-			sawCancel := make(chan error, 1)
-			s := NewServer(nil)
-			Handle(s, leaseBlock, func(ctx context.Context, block bool) (string, error) {
-				if !block {
-					return "quick", nil
-				}
-				entered <- struct{}{}
-				<-ctx.Done()
-				sawCancel <- ctx.Err()
-				return "", ctx.Err()
+		for _, stopped := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/watch-stopped=%v", kind, stopped), func(t *testing.T) {
+				testLeaseExpires(t, kind, stopped)
 			})
-			a, b := testConnPair(t, kind)
-			served := make(chan error, 1)
-			go func() { served <- s.ServeConn(context.Background(), b) }()
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			c, err := NewClient(ctx, a, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer func() {
-				c.Close()
-				if err := <-served; err != nil {
-					t.Errorf("ServeConn: %v", err)
-				}
-			}()
+		}
+	}
+}
 
-			if res, err := Call(ctx, c, leaseBlock, false); err != nil || res != "quick" {
-				t.Fatalf("first call: %q, %v", res, err)
-			}
-			// The type's score, as many quick calls would have made it (set
-			// here: how long a call takes under the race detector varies).
-			(*s.handlers.Load())[leaseBlock.Name()].quick.Store(quickMax)
+func testLeaseExpires(t *testing.T, kind string, stopped bool) {
+	entered := make(chan struct{}, 1)
+	sawCancel := make(chan error, 1)
+	s := NewServer(nil)
+	Handle(s, leaseBlock, func(ctx context.Context, block bool) (string, error) {
+		if !block {
+			return "quick", nil
+		}
+		entered <- struct{}{}
+		<-ctx.Done()
+		sawCancel <- ctx.Err()
+		return "", ctx.Err()
+	})
+	h := (*s.handlers.Load())[leaseBlock.Name()]
+	a, b := testConnPair(t, kind)
+	served := make(chan error, 1)
+	go func() { served <- s.ServeConn(context.Background(), b) }()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := NewClient(ctx, a, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		c.Close()
+		if err := <-served; err != nil {
+			t.Errorf("ServeConn: %v", err)
+		}
+	}()
 
-			blockCtx, unblock := context.WithCancel(ctx)
-			blocked := make(chan error, 1)
-			go func() {
-				_, err := Call(blockCtx, c, leaseBlock, true)
-				blocked <- err
-			}()
-			<-entered
-			if res, err := Call(ctx, c, leaseBlock, false); err != nil || res != "quick" {
-				t.Fatalf("a call while a leased handler blocks: %q, %v", res, err)
+	// The type's score, as many quick calls would have made it (set here:
+	// how long a call takes under the race detector varies), and calls
+	// that the reader runs under leases, which start the watch.
+	h.quick.Store(quickMax)
+	for range 3 {
+		if res, err := Call(ctx, c, leaseBlock, false); err != nil || res != "quick" {
+			t.Fatalf("quick call: %q, %v", res, err)
+		}
+	}
+	ss := s.snapshot()[0]
+	if ss.leaseSeq.Load() == 0 {
+		t.Fatal("no quick call was run under a lease")
+	}
+	if stopped {
+		// The watch stops one or two leaseTimes after the last lease.
+		for deadline := time.Now().Add(10 * time.Second); ss.watching.Load(); {
+			if time.Now().After(deadline) {
+				t.Fatal("the watch of leases never stopped")
 			}
-			unblock()
-			if err := <-blocked; !errors.Is(err, context.Canceled) {
-				t.Fatalf("the blocked call returned %v; want context.Canceled", err)
-			}
-			if err := <-sawCancel; !errors.Is(err, context.Canceled) {
-				t.Fatalf("the blocked handler saw %v; want context.Canceled", err)
-			}
-		})
+			time.Sleep(leaseTime / 4)
+		}
+	}
+	h.quick.Store(quickMax)
+
+	blockCtx, unblock := context.WithCancel(ctx)
+	blocked := make(chan error, 1)
+	go func() {
+		_, err := Call(blockCtx, c, leaseBlock, true)
+		blocked <- err
+	}()
+	<-entered
+	ctx2, cancel2 := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel2()
+	if res, err := Call(ctx2, c, leaseBlock, false); err != nil || res != "quick" {
+		t.Fatalf("a call while a leased handler blocks: %q, %v", res, err)
+	}
+	if h.inline() {
+		t.Errorf("the type is still run by the reader after its lease had to be ended (score %d)", h.quick.Load())
+	}
+	unblock()
+	if err := <-blocked; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the blocked call returned %v; want context.Canceled", err)
+	}
+	if err := <-sawCancel; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the blocked handler saw %v; want context.Canceled", err)
 	}
 }

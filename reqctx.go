@@ -25,6 +25,7 @@ type request struct {
 	h       *handler
 	payload *[]byte // a copy of the payload, nil when the request had none
 	owned   bool    // payload is the frame's own memory, not a pooled copy
+	more    bool    // more requests were buffered behind it (see batched)
 
 	txBuf [36]byte // holds tx when it fits (a UUID does): see setTx
 }

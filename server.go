@@ -51,7 +51,8 @@ type handler struct {
 	// and run, middleware included) within quickTime: it rises by one with
 	// each such request (up to quickMax) and halves with each slower one.
 	// From quickInline on, the reader runs the type's requests itself,
-	// under a lease (see session.runLeased).
+	// under a lease (see session.runLeased). A lease that the watch has to
+	// end makes it 0.
 	quick atomic.Int32
 }
 
@@ -76,6 +77,12 @@ func (h *handler) observe(d time.Duration) {
 		h.quick.Store(q / 2)
 	}
 }
+
+// monotonic reads the monotonic clock only: half the cost of time.Now,
+// which reads the wall clock too, on a path taken by every request.
+func monotonic() time.Duration { return time.Since(clockEpoch) }
+
+var clockEpoch = time.Now()
 
 // inline reports whether requests of h's type are quick enough to be run
 // by the reader.
@@ -243,19 +250,21 @@ type session struct {
 	// are already buffered, it hands each one to an idle goroutine through
 	// work and reads on; the last one it runs itself, after passing the
 	// role on (a nil request on work), so that a lone request does not wait
-	// for a goroutine switch either. Goroutines outlive
+	// for a goroutine switch either. (A burst of quick requests is thus
+	// handled one after another on one core: for requests that short,
+	// faster than spreading them over goroutines.) Goroutines outlive
 	// their request, up to maxIdle of them waiting: a fresh goroutine would
 	// grow its stack again (decoding is deep). work is closed when the
 	// session has ended, and ended receives why the reading stopped.
 	work       chan *request
 	idle       atomic.Int32
 	ended      chan error
-	lease      atomic.Bool   // a reader runs a request while it holds the role
-	leaseSeq   atomic.Uint64 // leases taken so far
-	leaseSeen  atomic.Uint64 // leaseSeq at the watch's last look
-	watching   atomic.Bool   // leaseWatch is armed
+	lease      atomic.Uint64           // the number of the lease held (no reader reads meanwhile); 0: none
+	leaseSeq   atomic.Uint64           // leases taken so far
+	leaseSeen  atomic.Uint64           // leaseSeq at the watch's previous look
+	leased     atomic.Pointer[handler] // the handler of the lease held
+	watching   atomic.Bool             // leaseWatch is armed
 	leaseWatch *time.Timer
-	more       atomic.Bool   // the leased request's reply has more behind it: queue it
 	env        wire.Envelope // the reader's
 	peer       bool          // the host completed the handshake and knows the extensions
 
@@ -284,11 +293,12 @@ func (ss *session) serve() error {
 func (ss *session) handle(r *request) {
 	for {
 		if r == nil {
-			if r = ss.read(); r == nil {
+			var lease uint64
+			if r, lease = ss.read(); r == nil {
 				return // the connection ended
 			}
-			if ss.lease.Load() {
-				if ss.runLeased(r) {
+			if lease != 0 {
+				if ss.runLeased(r, lease) {
 					r = nil
 					continue // still the reader
 				}
@@ -322,11 +332,12 @@ func (ss *session) give(r *request) {
 
 // read reads, in the reader role, until a request is to be handled by
 // this goroutine, and returns it, its in-flight slot taken: a request of a
-// quick type, under a lease, keeping the role; or the last request already
-// received, after passing the role on. Requests of other types while more
-// are buffered go to other goroutines. When the connection ends, it sends
-// why to ss.ended and returns nil.
-func (ss *session) read() *request {
+// quick type, with the number of the lease that keeps the role for this
+// goroutine; or the last request already received, after passing the role
+// on. Requests of other types while more are buffered go to other
+// goroutines. When the connection ends, it sends why to ss.ended and
+// returns nil.
+func (ss *session) read() (*request, uint64) {
 	e := &ss.env
 	for {
 		ss.slots <- struct{}{}
@@ -334,22 +345,22 @@ func (ss *session) read() *request {
 		if err != nil {
 			<-ss.slots
 			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrClosedPipe) ||
-				errors.Is(err, syscall.ECONNRESET) { // the host closed with replies unread
+				errors.Is(err, syscall.ECONNRESET) { // a Unix host closed with replies unread
 				ss.ended <- nil
-				return nil
+				return nil, 0
 			}
 			if errors.Is(err, wire.ErrTooLarge) {
 				err = fmt.Errorf("%w: %w", ErrProtocol, err)
 			}
 			ss.protocolError(err)
 			ss.ended <- fmt.Errorf("worker: reading from the host: %w", err)
-			return nil
+			return nil, 0
 		}
 		if err := ss.codec.parse(frame, e); err != nil {
 			<-ss.slots
 			ss.protocolError(err)
 			ss.ended <- err
-			return nil
+			return nil, 0
 		}
 		if len(e.Tx) == 0 {
 			// No host could match a reply to it: the stream is not a host's.
@@ -357,71 +368,77 @@ func (ss *session) read() *request {
 			err := fmt.Errorf("%w: a %q message without a transaction id", ErrProtocol, e.Type)
 			ss.protocolError(err)
 			ss.ended <- err
-			return nil
+			return nil, 0
 		}
 		r := ss.dispatch(e)
 		switch {
 		case r == nil:
 			<-ss.slots
 		case r.h.inline():
-			ss.more.Store(len(ss.rd.Buffered()) > 0)
-			ss.takeLease()
-			return r
+			r.more = len(ss.rd.Buffered()) > 0
+			return r, ss.takeLease(r.h)
 		case len(ss.rd.Buffered()) > 0:
 			ss.give(r) // more is here already: read on
 		default:
 			ss.give(nil)
-			return r
+			return r, 0
 		}
 	}
 }
 
 // leaseTime bounds how long a reader runs a quick request before another
-// goroutine takes the reader role: a lease is ended by the watch once it
-// has been held since the watch's previous look, which makes it between
-// one and two leaseTimes (plus the runtime's timer slack).
+// goroutine takes the reader role: the watch ends a lease that was already
+// held at its previous look, so between one and two leaseTimes (plus the
+// runtime's timer slack) after it was taken.
 const leaseTime = time.Millisecond
 
-// takeLease starts a lease for the reader, which is about to run the last
-// request it read, and makes sure the watch runs.
-func (ss *session) takeLease() {
-	ss.leaseSeq.Add(1)
-	ss.lease.Store(true)
+// takeLease starts a lease for the reader, which is about to run a request
+// of h's type, makes sure that the watch runs, and returns the lease's
+// number.
+func (ss *session) takeLease(h *handler) uint64 {
+	n := ss.leaseSeq.Add(1)
+	ss.leased.Store(h)
+	ss.lease.Store(n)
 	if !ss.watching.Load() && ss.watching.CompareAndSwap(false, true) {
 		ss.leaseWatch.Reset(leaseTime)
 	}
+	return n
 }
 
-// runLeased runs r, the last request read, in the reader goroutine under
-// the lease that read took. It reports whether this goroutine is still the
-// reader: it is unless the watch ended the lease and gave the role to
-// another goroutine. Running r here rather than passing the role on first
-// saves waking a goroutine on another thread just to wait for the next
-// request, which is much of the cost of a small call.
-func (ss *session) runLeased(r *request) bool {
+// runLeased runs r in the reader goroutine under lease n, which read took.
+// It reports whether this goroutine is still the reader: it is unless the
+// watch ended the lease first, and gave the role to another goroutine.
+// Running r here rather than passing the role on first saves waking a
+// goroutine on another thread just to wait for the next request, which is
+// much of the cost of a small call.
+func (ss *session) runLeased(r *request, n uint64) bool {
 	ss.run(r)
-	ss.more.Store(false)
-	return ss.lease.CompareAndSwap(true, false)
+	return ss.lease.CompareAndSwap(n, 0)
 }
 
 // watchLeases runs every leaseTime while leases are being taken. A lease
-// held since its previous run has lasted too long (its request's handler
-// blocks, or its reply does): it ends it and passes the reader role on, so
-// that the requests behind it and any cancellation of it are read. Exactly
-// one of it and runLeased ends a lease. When no lease was taken since its
-// previous run it stops, so an idle session costs nothing; takeLease
-// starts it again.
+// held since before its previous look has lasted too long (its request's
+// handler blocks, or its reply does): it ends it, passes the reader role
+// on, so that the requests behind it and any cancellation of it are read,
+// and stops running the type's requests in the reader (its score drops to
+// 0), so that a handler that has begun to block holds up the connection
+// once, not once per request. The lease's holder and the watch both end a
+// lease by its number: exactly one of them does. When no lease was taken
+// since its previous look it stops, so an idle session costs nothing;
+// takeLease starts it again.
 func (ss *session) watchLeases() {
+	held := ss.lease.Load()
 	seq := ss.leaseSeq.Load()
-	if seq == ss.leaseSeen.Swap(seq) {
-		if ss.lease.CompareAndSwap(true, false) {
-			ss.give(nil)
-		} else {
-			ss.watching.Store(false)
-			// A lease taken since the load of seq saw watching still set.
-			if !ss.lease.Load() || !ss.watching.CompareAndSwap(false, true) {
-				return
-			}
+	prev := ss.leaseSeen.Swap(seq)
+	switch {
+	case held != 0 && held <= prev && ss.lease.CompareAndSwap(held, 0):
+		ss.leased.Load().quick.Store(0)
+		ss.give(nil)
+	case seq == prev && held == 0:
+		ss.watching.Store(false)
+		// A lease taken meanwhile may have seen watching still set.
+		if ss.lease.Load() == 0 || !ss.watching.CompareAndSwap(false, true) {
+			return
 		}
 	}
 	ss.leaseWatch.Reset(leaseTime)
@@ -586,7 +603,7 @@ func (ss *session) begin(r *request) error {
 }
 
 func (ss *session) run(r *request) {
-	h, ser, start := r.h, ss.codec.ser, time.Now()
+	h, ser, start := r.h, ss.codec.ser, monotonic()
 	defer func() {
 		r.cancel(context.Canceled)
 		<-ss.slots
@@ -610,7 +627,7 @@ func (ss *session) run(r *request) {
 		payload = m.Payload
 	}
 	res, err := safeRun(r, h, ser, payload)
-	h.observe(time.Since(start))
+	h.observe(monotonic() - start)
 	ss.release(r)
 	ss.untrack(r)
 	if err != nil {
@@ -686,7 +703,7 @@ func (ss *session) reply(ctx context.Context, tx, typ string, res any, void bool
 		case err != nil:
 			ss.replyError(ctx, tx, typ[:len(typ)-len("Result")]+"Error", &RemoteError{Name: "Error", Message: err.Error(), Code: CodeTooLarge})
 		default:
-			ss.write(frame, tail, time.Time{})
+			ss.write(frame, tail, time.Time{}, batched(ctx))
 		}
 		return
 	}
@@ -743,19 +760,30 @@ func (ss *session) send(ctx context.Context, kind Kind, tx, typ string, payload 
 		ss.s.cfg.log.warn("cannot encode a reply", "tx", tx, "type", typ, "err", err)
 		return
 	}
-	ss.write(frame, nil, time.Time{})
+	ss.write(frame, nil, time.Time{}, batched(ctx))
 }
 
 // write writes one frame, or queues it behind the replies being written.
 // A failed write breaks the stream: the connection is closed and the
-// reader ends the session.
-func (ss *session) write(frame, tail []byte, deadline time.Time) {
-	// Alone: no other request is in flight. The reader holds a slot while
-	// it waits for the next request, and each handler one until it returns.
-	alone := len(ss.slots) <= 2 && !ss.more.Load()
+// reader ends the session. batch queues the frame even when nothing is
+// being written: more requests are already buffered behind its own, and
+// their replies will follow.
+func (ss *session) write(frame, tail []byte, deadline time.Time, batch bool) {
+	// Alone: no other request seems to be in flight. A reader waiting for
+	// the next request holds a slot, and each handler one until it
+	// returns; a reader running a request under a lease waits for none,
+	// so then one other handler may be running too.
+	alone := len(ss.slots) <= 2 && !batch
 	if _, _, err := ss.wq.write(nil, frame, tail, deadline, alone, false); err != nil {
 		ss.conn.Close()
 	}
+}
+
+// batched reports whether ctx is a request that was read with more
+// requests already buffered behind it (see session.write).
+func batched(ctx context.Context) bool {
+	r, ok := ctx.(*request)
+	return ok && r.more
 }
 
 // protocolError tells an extended host why the connection is being closed.
@@ -767,7 +795,7 @@ func (ss *session) protocolError(err error) {
 	ep := ErrorPayload{Message: err.Error(), Name: "ProtocolError"}
 	p, _ := ss.codec.ser.AppendPayload(nil, &ep)
 	if frame, ferr := ss.codec.frame(nil, typeProtocolError, "", p, 0); ferr == nil {
-		ss.write(frame, nil, time.Now().Add(time.Second))
+		ss.write(frame, nil, time.Now().Add(time.Second), false)
 	}
 }
 
@@ -842,8 +870,10 @@ func (ss *session) end(err error) {
 	ss.mu.Unlock()
 	ss.cancelAll(err)
 	ss.wg.Wait()
-	ss.leaseWatch.Stop() // no lease is held: ended waited for the reader
-	close(ss.work)       // the reader, and the watch of its leases, are done
+	// No lease is held (ended came from a reader) and none will be: a
+	// watch already running finds none and stops for good, without a give.
+	ss.leaseWatch.Stop()
+	close(ss.work) // the reader, its only sender but for the watch, is done
 	ss.wq.idle()
 	ss.conn.Close()
 }
