@@ -220,15 +220,7 @@ func report(w io.Writer, subs []Subject, all [][]Result, cfg Config, took time.D
 		return 0
 	}
 
-	fmt.Fprintf(w, "| subject |")
-	for _, mt := range metrics {
-		fmt.Fprintf(w, " %s |", mt.name)
-	}
-	fmt.Fprintf(w, "\n|---|")
-	for range metrics {
-		fmt.Fprintf(w, "---:|")
-	}
-	fmt.Fprintln(w)
+	tableHead(w)
 	for i, s := range subs {
 		fmt.Fprintf(w, "| %s |", s.Name)
 		for m, mt := range metrics {
@@ -250,15 +242,8 @@ func report(w io.Writer, subs []Subject, all [][]Result, cfg Config, took time.D
 		fmt.Fprintln(w)
 	}
 
-	fmt.Fprintf(w, "\nSpread across rounds (min – max):\n\n| subject |")
-	for _, mt := range metrics {
-		fmt.Fprintf(w, " %s |", mt.name)
-	}
-	fmt.Fprintf(w, "\n|---|")
-	for range metrics {
-		fmt.Fprintf(w, "---:|")
-	}
-	fmt.Fprintln(w)
+	fmt.Fprintf(w, "\nSpread across rounds (min – max):\n\n")
+	tableHead(w)
 	for i, s := range subs {
 		fmt.Fprintf(w, "| %s |", s.Name)
 		for m, mt := range metrics {
@@ -284,4 +269,17 @@ func cpuModel() string {
 		}
 	}
 	return "unknown"
+}
+
+// tableHead writes the head of a Markdown table with a column per metric.
+func tableHead(w io.Writer) {
+	fmt.Fprintf(w, "| subject |")
+	for _, mt := range metrics {
+		fmt.Fprintf(w, " %s |", mt.name)
+	}
+	fmt.Fprintf(w, "\n|---|")
+	for range metrics {
+		fmt.Fprintf(w, "---:|")
+	}
+	fmt.Fprintln(w)
 }
