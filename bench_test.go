@@ -102,7 +102,7 @@ var serializers = []struct {
 	name string
 	ser  worker.Serializer
 	mode string // helper worker mode
-}{{"json", worker.JSON{}, ""}, {"binary", worker.Binary{}, "binary"}}
+}{{"json", worker.JSON, ""}, {"binary", worker.Binary, "binary"}}
 
 // benchCalls runs the three workloads on a caller.
 func benchCalls(b *testing.B, c worker.Caller, ping worker.MessageType[PingReq, PingRes], echo worker.MessageType[[]byte, []byte], want string) {

@@ -78,13 +78,13 @@ func TestJSONNumberMatchesEncodingJSON(t *testing.T) {
 		N json.Number `json:"n"`
 	}
 	v := withNumber{N: "42"}
-	got, err := worker.JSON{}.AppendPayload(nil, &v)
+	got, err := worker.JSON.AppendPayload(nil, &v)
 	want, _ := json.Marshal(&v)
 	if err != nil || string(got) != string(want) {
 		t.Fatalf("got %s (%v), want %s", got, err, want)
 	}
 	var back withNumber
-	err = worker.JSON{}.DecodePayload([]byte(`{"n":"abc"}`), &back)
+	err = worker.JSON.DecodePayload([]byte(`{"n":"abc"}`), &back)
 	wantErr := json.Unmarshal([]byte(`{"n":"abc"}`), &back)
 	if (err == nil) != (wantErr == nil) {
 		t.Fatalf("decoding a non-number: got %v, encoding/json says %v", err, wantErr)

@@ -7,8 +7,6 @@ import (
 	"hash/maphash"
 	"net"
 	"runtime"
-	"runtime/debug"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,7 +27,7 @@ type Client struct {
 	conn  net.Conn
 	rd    *wire.Reader
 	peer  peerInfo
-	wq    wqueue // the frames being written
+	wq    wire.WriteQueue // the frames being written
 	lost  func(error) error
 
 	// The calls waiting for a reply, by tx, in shards: many callers and
@@ -71,8 +69,8 @@ func newClient(ctx context.Context, conn net.Conn, cfg *hostConfig, secret, id s
 	for i := range c.pending {
 		c.pending[i].m = make(map[string]*call)
 	}
-	c.wq.conn = conn
-	c.wq.broken = func(err error) { c.fail(c.lostErr(fmt.Errorf("worker: writing to the worker: %w", err))) }
+	c.wq.Conn = conn
+	c.wq.Broken = func(err error) { c.fail(c.lostErr(fmt.Errorf("worker: writing to the worker: %w", err))) }
 	var rest []byte
 	if !cfg.base {
 		var err error
@@ -195,7 +193,7 @@ func (c *Client) encode(ctx context.Context, dst []byte, typ string, payload any
 		return dst, nil, "", "", fmt.Errorf("worker: %s: encoding payload: %w", typ, err)
 	}
 	*pbuf = p
-	m := Message{Kind: KindRequest, Type: typ, Tx: tx, Payload: p, Deadline: deadline, ser: c.cfg.ser}
+	m := Message{Type: typ, Tx: tx, Payload: p, Deadline: deadline, ser: c.cfg.ser}
 	if m.Tx == "" {
 		if c.cfg.tx != nil {
 			m.Tx = c.cfg.tx(&m)
@@ -209,7 +207,7 @@ func (c *Client) encode(ctx context.Context, dst []byte, typ string, payload any
 		}
 	}
 	keep = m.Tx
-	if err := runMiddleware(ctx, c.cfg.mw, Outgoing, &m); err != nil {
+	if err := runMiddleware(ctx, c.cfg.mw, &m); err != nil {
 		return dst, nil, keep, "", err
 	}
 	frame, err = c.codec.frameMessage(dst, &m)
@@ -241,7 +239,7 @@ func (c *Client) abandon(cl *call, tx string, ticket uint64, cause error) error 
 		return c.wait(cl) // the reply won the race; it is being delivered
 	}
 	c.release(cl)
-	if ticket != 0 && c.wq.remove(ticket) {
+	if ticket != 0 && c.wq.Remove(ticket) {
 		return cause // never sent
 	}
 	if c.peer.cancel {
@@ -330,13 +328,13 @@ func (c *Client) take(tx []byte) *call {
 // taken back with its ticket (when removable is set and the ticket is not
 // 0).
 func (c *Client) write(ctx context.Context, frame, tail []byte, deadline time.Time, alone, removable bool) (ticket uint64, err error) {
-	ticket, broken, err := c.wq.write(ctx.Done(), frame, tail, deadline, alone, removable)
+	ticket, broken, err := c.wq.Write(ctx.Done(), frame, tail, deadline, alone, removable)
 	switch {
 	case err == nil:
 		return ticket, nil
-	case err == errWaitCanceled || ctx.Err() != nil:
+	case err == wire.ErrWaitCanceled || ctx.Err() != nil:
 		return 0, context.Cause(ctx)
-	case !broken && isTimeout(err):
+	case !broken && wire.IsTimeout(err):
 		// The call's deadline passed while the worker was not reading.
 		return 0, fmt.Errorf("worker: writing to the worker: %w (%v)", context.DeadlineExceeded, err)
 	case broken:
@@ -419,7 +417,7 @@ func (c *Client) readLoop() {
 		}
 		cl := c.take(e.Tx)
 		if cl == nil && string(e.Type) == typeProtocolError {
-			var ep ErrorPayload
+			var ep errorPayload
 			_ = c.cfg.ser.DecodePayload(e.Payload, &ep)
 			c.fail(fmt.Errorf("%w: the worker closed the connection: %s", ErrProtocol, ep.Message))
 			return
@@ -440,20 +438,20 @@ func (c *Client) readLoop() {
 
 // deliver decodes a reply into its call and returns the call's outcome.
 func (c *Client) deliver(cl *call, e *wire.Envelope, owned bool) error {
-	kind, ok := replyKind(e.Type, cl.typ)
+	isErr, ok := replyKind(e.Type, cl.typ)
 	if len(c.cfg.mw) > 0 {
-		m := c.codec.message(kind, e)
-		if err := runMiddleware(cl.ctx, c.cfg.mw, Incoming, m); err != nil {
+		m := c.codec.message(e, true)
+		if err := runMiddleware(cl.ctx, c.cfg.mw, m); err != nil {
 			return err
 		}
-		kind, ok = replyKind([]byte(m.Type), cl.typ)
+		isErr, ok = replyKind([]byte(m.Type), cl.typ)
 		e = &wire.Envelope{Type: []byte(m.Type), Tx: []byte(m.Tx), Payload: m.Payload}
 	}
 	switch {
 	case !ok:
 		return fmt.Errorf("%w: reply of type %q to a %q request", ErrProtocol, e.Type, cl.typ)
-	case kind == KindError:
-		var ep ErrorPayload
+	case isErr:
+		var ep errorPayload
 		if e.Payload == nil {
 			ep.Message = "(the error reply has no payload)"
 		} else if err := c.cfg.ser.DecodePayload(e.Payload, &ep); err != nil {
@@ -473,84 +471,17 @@ func (c *Client) deliver(cl *call, e *wire.Envelope, owned bool) error {
 }
 
 // replyKind classifies a reply to a request of type req: the protocol pairs
-// them by tx, and the reply's type must be req+"Result" or req+"Error".
-func replyKind(typ []byte, req string) (Kind, bool) {
+// them by tx, and the reply's type must be req+"Result" or req+"Error". ok
+// is false for any other type.
+func replyKind(typ []byte, req string) (isErr, ok bool) {
 	if len(typ) <= len(req) || string(typ[:len(req)]) != req {
-		return 0, false
+		return false, false
 	}
 	switch string(typ[len(req):]) {
 	case "Result":
-		return KindResult, true
+		return false, true
 	case "Error":
-		return KindError, true
+		return true, true
 	}
-	return 0, false
-}
-
-// runMiddleware runs mw on a user message; the library's own control
-// messages (handshake, cancel, shutdown) are not shown to middleware, which
-// could otherwise break them.
-func runMiddleware(ctx context.Context, mw []Middleware, dir Direction, m *Message) (err error) {
-	if len(mw) == 0 || strings.HasPrefix(m.Type, reservedPrefix) {
-		return nil
-	}
-	for i, f := range mw {
-		if err = safeMiddleware(ctx, f, dir, m); err != nil {
-			return fmt.Errorf("worker: %s middleware %d on %q: %w", dir, i, m.Type, err)
-		}
-	}
-	return nil
-}
-
-func safeMiddleware(ctx context.Context, f Middleware, dir Direction, m *Message) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = &RemoteError{Name: "Panic", Message: fmt.Sprintf("panic in %s middleware: %v", dir, r),
-				Code: CodePanic, Stack: string(debug.Stack())}
-		}
-	}()
-	return f(ctx, dir, m)
-}
-
-var bufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
-
-func getBuf() *[]byte { return bufs.Get().(*[]byte) }
-
-func putBuf(b *[]byte) {
-	if cap(*b) <= maxPooled {
-		bufs.Put(b)
-	}
-}
-
-// hostConfig is Options with the defaults applied.
-type hostConfig struct {
-	ser         Serializer
-	mw          []Middleware
-	tx          func(*Message) string // nil: newUUID
-	log         *logger
-	timeout     time.Duration
-	timeouts    map[string]time.Duration
-	startup     time.Duration
-	hostConnect time.Duration
-	connect     Retry
-	grace       time.Duration
-	crash       CrashPolicy
-	detached    bool
-	socketPath  string
-	max         int
-	base        bool
-}
-
-func (o *Options) resolve() *hostConfig {
-	if o == nil {
-		o = &Options{}
-	}
-	c := &hostConfig{
-		ser: orDefault[Serializer](o.Serializer, JSON{}), mw: o.Middleware, tx: o.NewTx,
-		log: newLogger(o.Logger, o.LogLevel), timeout: o.Timeout, timeouts: o.Timeouts,
-		startup: orDefault(o.StartupTimeout, DefaultStartupTimeout), hostConnect: orDefault(o.HostConnectTimeout, DefaultHostConnectTimeout),
-		connect: o.Connect, grace: orDefault(o.GracePeriod, DefaultGracePeriod), crash: o.OnCrash,
-		detached: o.Detached, socketPath: o.SocketPath, max: orDefault(o.MaxMessageSize, DefaultMaxMessageSize), base: o.BaseProtocol,
-	}
-	return c
+	return false, false
 }

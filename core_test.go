@@ -77,7 +77,7 @@ func TestRemoteErrors(t *testing.T) {
 		t.Fatalf("plain: got %#v (%v)", re, err)
 	}
 
-	_, err = worker.Call(ctx, w, Fail, FailReq{Message: "alice", Code: ErrNotFound.Code})
+	_, err = worker.Call(ctx, w, Fail, FailReq{Message: "alice", Code: "E_NOT_FOUND"})
 	if !errors.Is(err, ErrNotFound) {
 		t.Fatalf("sentinel: %v does not match ErrNotFound", err)
 	}
@@ -89,7 +89,7 @@ func TestRemoteErrors(t *testing.T) {
 	}
 
 	_, err = worker.Call(ctx, w, Panic, "kaboom")
-	if !errors.As(err, &re) || re.Code != worker.CodePanic || !strings.Contains(re.Message, "kaboom") ||
+	if !errors.As(err, &re) || re.Code != "E_PANIC" || !strings.Contains(re.Message, "kaboom") ||
 		!strings.Contains(re.Stack, "goroutine") {
 		t.Fatalf("panic: got %#v", re)
 	}
@@ -112,7 +112,7 @@ func TestVoidMessage(t *testing.T) {
 }
 
 func TestBinarySerializer(t *testing.T) {
-	w := spawn(t, "binary", &worker.Options{Serializer: worker.Binary{}})
+	w := spawn(t, "binary", &worker.Options{Serializer: worker.Binary})
 	big := make([]byte, 1<<20)
 	for i := range big {
 		big[i] = byte(i * 7)
@@ -134,7 +134,7 @@ func TestSerializerMismatchFailsSpawn(t *testing.T) {
 	for _, tc := range []struct {
 		mode string
 		ser  worker.Serializer
-	}{{"json", worker.Binary{}}, {"binary", worker.JSON{}}} {
+	}{{"json", worker.Binary}, {"binary", worker.JSON}} {
 		_, err := worker.Spawn(testCtx(t), helperCmd(t, tc.mode), &worker.Options{Serializer: tc.ser})
 		if !errors.Is(err, worker.ErrSerializerMismatch) || !strings.Contains(err.Error(), "configure the same serializer") {
 			t.Fatalf("host %s, worker mode %q: got %v", tc.ser.Name(), tc.mode, err)
@@ -144,7 +144,7 @@ func TestSerializerMismatchFailsSpawn(t *testing.T) {
 
 // A worker that did not choose a serializer follows the host's built-in one.
 func TestWorkerAdoptsTheHostsBuiltinSerializer(t *testing.T) {
-	w := spawn(t, "", &worker.Options{Serializer: worker.Binary{}})
+	w := spawn(t, "", &worker.Options{Serializer: worker.Binary})
 	got, err := worker.Call(testCtx(t), w, Echo, []byte{0, 1, 2, 255})
 	if err != nil || string(got) != "\x00\x01\x02\xff" {
 		t.Fatalf("got %q, %v", got, err)
@@ -155,15 +155,15 @@ func TestHostMiddleware(t *testing.T) {
 	var mu sync.Mutex
 	var trace []string
 	record := func(name string) worker.Middleware {
-		return func(ctx context.Context, dir worker.Direction, m *worker.Message) error {
+		return func(ctx context.Context, m *worker.Message) error {
 			mu.Lock()
 			defer mu.Unlock()
-			trace = append(trace, fmt.Sprintf("%s %s %s %s", name, dir, m.Kind, m.Type))
+			trace = append(trace, fmt.Sprintf("%s %s %s", name, direction(m), m.Type))
 			return nil
 		}
 	}
-	rewrite := func(ctx context.Context, dir worker.Direction, m *worker.Message) error {
-		if dir != worker.Outgoing || m.Type != "ping" {
+	rewrite := func(ctx context.Context, m *worker.Message) error {
+		if m.Incoming || m.Type != "ping" {
 			return nil
 		}
 		var p PingReq
@@ -173,7 +173,7 @@ func TestHostMiddleware(t *testing.T) {
 		p.Message = strings.ToUpper(p.Message)
 		return m.SetPayload(p)
 	}
-	fail := func(ctx context.Context, dir worker.Direction, m *worker.Message) error {
+	fail := func(ctx context.Context, m *worker.Message) error {
 		if m.Type == "add" {
 			return errors.New("adds are not allowed")
 		}
@@ -184,7 +184,7 @@ func TestHostMiddleware(t *testing.T) {
 	if err != nil || res.Message != "pong: QUIET" {
 		t.Fatalf("got %q, %v", res.Message, err)
 	}
-	want := []string{"A outgoing request ping", "B outgoing request ping", "A incoming result pingResult", "B incoming result pingResult"}
+	want := []string{"A outgoing ping", "B outgoing ping", "A incoming pingResult", "B incoming pingResult"}
 	if strings.Join(trace, "|") != strings.Join(want, "|") {
 		t.Fatalf("middleware order:\n got %q\nwant %q", trace, want)
 	}
@@ -202,8 +202,8 @@ func TestCustomTransactionIDs(t *testing.T) {
 	var seen sync.Map
 	w := spawn(t, "", &worker.Options{
 		NewTx: func(m *worker.Message) string { return fmt.Sprintf("%s-%d", m.Type, n.Add(1)) },
-		Middleware: []worker.Middleware{func(ctx context.Context, dir worker.Direction, m *worker.Message) error {
-			if dir == worker.Incoming {
+		Middleware: []worker.Middleware{func(ctx context.Context, m *worker.Message) error {
+			if m.Incoming {
 				seen.Store(m.Tx, true)
 			}
 			return nil
@@ -255,28 +255,28 @@ func TestLogLevelFilters(t *testing.T) {
 	}
 }
 
-func TestRetryDelayFuncError(t *testing.T) {
+func TestConnectDelayError(t *testing.T) {
 	w := spawn(t, "", nil)
 	tok := w.Token()
 	w.Close()
 	calls := 0
-	_, err := worker.Attach(testCtx(t), tok, &worker.Options{Connect: worker.Retry{
-		DelayFunc: func(attempt int) time.Duration { calls++; return -time.Second },
-	}})
+	_, err := worker.Attach(testCtx(t), tok, &worker.Options{
+		ConnectDelay: func(attempt int) time.Duration { calls++; return -time.Second },
+	})
 	if err == nil || !strings.Contains(err.Error(), "negative delay") || calls != 1 {
-		t.Fatalf("got %v after %d calls of DelayFunc", err, calls)
+		t.Fatalf("got %v after %d calls of ConnectDelay", err, calls)
 	}
 }
 
-func TestRetryAttempts(t *testing.T) {
+func TestConnectAttempts(t *testing.T) {
 	w := spawn(t, "", nil)
 	tok := w.Token()
 	w.Close()
 	var delays []int
-	_, err := worker.Attach(testCtx(t), tok, &worker.Options{Connect: worker.Retry{
-		Attempts:  3,
-		DelayFunc: func(attempt int) time.Duration { delays = append(delays, attempt); return time.Millisecond },
-	}})
+	_, err := worker.Attach(testCtx(t), tok, &worker.Options{
+		ConnectAttempts: 3,
+		ConnectDelay:    func(attempt int) time.Duration { delays = append(delays, attempt); return time.Millisecond },
+	})
 	if err == nil || !strings.Contains(err.Error(), "after 3 attempts") || fmt.Sprint(delays) != "[1 2]" {
 		t.Fatalf("got %v, delays after attempts %v", err, delays)
 	}
@@ -304,7 +304,7 @@ func TestCloseRejectsPendingCalls(t *testing.T) {
 	if err := <-done; !errors.Is(err, worker.ErrClosed) {
 		t.Fatalf("pending call: got %v, want ErrClosed", err)
 	}
-	if d := time.Since(begin); d > worker.DefaultGracePeriod {
+	if d := time.Since(begin); d > 3*time.Second /* the default grace period */ {
 		t.Fatalf("Close took %v", d)
 	}
 	if err := w.Close(); err != nil {
@@ -332,4 +332,11 @@ func TestEnvAndArgsReachTheWorker(t *testing.T) {
 	if err != nil || got != "" {
 		t.Fatalf("startup data still in the worker's environment: %q, %v", got, err)
 	}
+}
+
+func direction(m *worker.Message) string {
+	if m.Incoming {
+		return "incoming"
+	}
+	return "outgoing"
 }

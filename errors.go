@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/isolated-workers/worker/internal/wire"
 )
 
 var (
@@ -15,14 +17,6 @@ var (
 	// ErrCrashed matches (with errors.Is) every *CrashError: the worker
 	// process died or its connection was lost without being asked to.
 	ErrCrashed = errors.New("worker: crashed")
-
-	// ErrUnknownMessage matches the error reply to a message type the worker
-	// has no handler for.
-	ErrUnknownMessage = errors.New("worker: unknown message type")
-
-	// ErrTooLarge is returned by a call whose request exceeds the maximum
-	// message size. Nothing was sent; the connection stays usable.
-	ErrTooLarge = errors.New("worker: message too large")
 
 	// ErrSerializerMismatch is returned when the host and the worker were
 	// configured with different serializers.
@@ -47,48 +41,75 @@ var (
 	// ErrUnauthorized is returned when the worker refused the host's
 	// credentials (wrong secret, other user, other worker identity).
 	ErrUnauthorized = errors.New("worker: unauthorized")
+
+	// ErrNotWorker is returned by Server.Serve in a process that was not
+	// started as a worker: the startup environment variables are missing.
+	ErrNotWorker = errors.New("worker: this process was not started as a worker (" + wire.EnvStartupData + " is not set)")
+
+	// The errors below carry a code on the wire (see NewError): a
+	// *RemoteError from a worker matches them with errors.Is.
+
+	// ErrUnknownMessage matches the error reply to a message type the worker
+	// has no handler for (a TypeScript worker's too).
+	ErrUnknownMessage = NewError(codeUnknownMessage, "worker: unknown message type")
+
+	// ErrTooLarge is returned by a call whose request exceeds the maximum
+	// message size: nothing was sent and the connection stays usable. It
+	// also matches the error reply of a worker whose result was too large.
+	ErrTooLarge = NewError(codeTooLarge, "worker: message too large")
+
+	// ErrBadPayload matches the error reply to a request whose payload the
+	// worker could not decode into the handler's type, or whose result it
+	// could not encode.
+	ErrBadPayload = NewError(codeBadPayload, "worker: bad payload")
+
+	// ErrPanic matches the error reply of a handler or middleware that
+	// panicked; the *RemoteError carries the stack.
+	ErrPanic = NewError(codePanic, "worker: handler panicked")
+
+	// ErrMiddleware matches the error reply to a request that a worker's
+	// middleware refused.
+	ErrMiddleware = NewError(codeMiddleware, "worker: middleware failed")
+
+	// ErrShuttingDown matches the error reply to a request that reached a
+	// worker that was shutting down.
+	ErrShuttingDown = NewError(codeShuttingDown, "worker: the worker is shutting down")
 )
 
 // Codes that the library itself puts on error replies.
 const (
-	CodeUnknownMessage = "E_UNKNOWN_MESSAGE"
-	CodeBadPayload     = "E_BAD_PAYLOAD"
-	CodePanic          = "E_PANIC"
-	CodeMiddleware     = "E_MIDDLEWARE"
-	CodeShuttingDown   = "E_SHUTTING_DOWN"
-	CodeDuplicateTx    = "E_DUPLICATE_TX"
-	CodeTooLarge       = "E_TOO_LARGE"
-	CodeCanceled       = "E_CANCELED"          // the handler returned its context's error after a cancellation
-	CodeDeadline       = "E_DEADLINE_EXCEEDED" // the handler returned its context's error after the deadline
+	codeUnknownMessage = "E_UNKNOWN_MESSAGE"
+	codeBadPayload     = "E_BAD_PAYLOAD"
+	codePanic          = "E_PANIC"
+	codeMiddleware     = "E_MIDDLEWARE"
+	codeShuttingDown   = "E_SHUTTING_DOWN"
+	codeDuplicateTx    = "E_DUPLICATE_TX"
+	codeTooLarge       = "E_TOO_LARGE"
+	codeCanceled       = "E_CANCELED"          // the handler returned its context's error after a cancellation
+	codeDeadline       = "E_DEADLINE_EXCEEDED" // the handler returned its context's error after the deadline
 )
 
 // unknownPrefix is the message of the TypeScript worker's unknown-type reply.
 const unknownPrefix = "Unknown message type: "
 
-// CodeError is an error with a stable code. Declare sentinel errors as
-// CodeErrors in the package that holds the contract; when a handler returns
-// one (or an error that wraps one), the caller's *RemoteError matches it
-// with errors.Is, since both carry the same code:
+// NewError returns an error with a stable code, for a contract's sentinel
+// errors. Declare them in the package that holds the contract; when a
+// handler returns one (or an error that wraps one), the caller's
+// *RemoteError matches it with errors.Is, since both carry the same code:
 //
 //	var ErrNotFound = worker.NewError("E_NOT_FOUND", "not found")
 //
 //	// worker:  return Reply{}, fmt.Errorf("user %q: %w", id, ErrNotFound)
 //	// host:    errors.Is(err, ErrNotFound) == true
 //
-// Any error type with a method ErrorCode() string takes part the same way.
-type CodeError struct {
-	Code    string
-	Message string
-}
+// Any error type with a method ErrorCode() string takes part the same way;
+// the error returned here has one.
+func NewError(code, message string) error { return &codeError{code: code, msg: message} }
 
-// NewError returns a *CodeError with the given code and message.
-func NewError(code, message string) *CodeError { return &CodeError{Code: code, Message: message} }
+type codeError struct{ code, msg string }
 
-// Error returns the message.
-func (e *CodeError) Error() string { return e.Message }
-
-// ErrorCode returns e.Code.
-func (e *CodeError) ErrorCode() string { return e.Code }
+func (e *codeError) Error() string     { return e.msg }
+func (e *codeError) ErrorCode() string { return e.code }
 
 // RemoteError is a handler's error as the caller receives it. It keeps the
 // message, name, code and stack that the worker sent.
@@ -129,11 +150,11 @@ func (e *RemoteError) ErrorCode() string { return e.Code }
 func (e *RemoteError) Is(target error) bool {
 	switch target {
 	case ErrUnknownMessage:
-		return e.Code == CodeUnknownMessage || strings.HasPrefix(e.Message, unknownPrefix)
+		return e.Code == codeUnknownMessage || strings.HasPrefix(e.Message, unknownPrefix)
 	case context.Canceled:
-		return e.Code == CodeCanceled
+		return e.Code == codeCanceled
 	case context.DeadlineExceeded:
-		return e.Code == CodeDeadline
+		return e.Code == codeDeadline
 	}
 	if c, ok := target.(interface{ ErrorCode() string }); ok && e.Code != "" {
 		return c.ErrorCode() == e.Code
@@ -141,17 +162,17 @@ func (e *RemoteError) Is(target error) bool {
 	return false
 }
 
-func (e *RemoteError) payload() ErrorPayload {
-	return ErrorPayload{Message: e.Message, Name: e.Name, Stack: e.Stack, Code: e.Code}
+func (e *RemoteError) payload() errorPayload {
+	return errorPayload{Message: e.Message, Name: e.Name, Stack: e.Stack, Code: e.Code}
 }
 
 // toErrorPayload turns a handler's error into what travels on the wire.
-func toErrorPayload(err error) ErrorPayload {
+func toErrorPayload(err error) errorPayload {
 	var re *RemoteError
 	if errors.As(err, &re) && error(re) == err {
 		return re.payload()
 	}
-	p := ErrorPayload{Message: err.Error(), Name: "Error"}
+	p := errorPayload{Message: err.Error(), Name: "Error"}
 	var c interface{ ErrorCode() string }
 	if errors.As(err, &c) {
 		p.Code = c.ErrorCode()
@@ -215,3 +236,37 @@ func (e *CrashError) Unwrap() error { return e.Err }
 
 // Is reports whether target is ErrCrashed.
 func (e *CrashError) Is(target error) bool { return target == ErrCrashed }
+
+// contextError codes a handler's error that is its context's: the caller
+// can then match it with errors.Is(err, context.DeadlineExceeded) even when
+// the reply beats the caller's own timer.
+func contextError(ctx context.Context, err error) error {
+	cerr := ctx.Err()
+	if cerr == nil || !errors.Is(err, cerr) {
+		return err
+	}
+	code := codeCanceled
+	if cerr == context.DeadlineExceeded {
+		code = codeDeadline
+	}
+	return &RemoteError{Name: "Error", Message: err.Error(), Code: code}
+}
+
+// middlewareError is the error reply for a failed middleware; a panic
+// keeps its code (codePanic) and stack.
+func middlewareError(err error) error {
+	var re *RemoteError
+	if errors.As(err, &re) && re.Code == codePanic {
+		return &RemoteError{Name: re.Name, Message: err.Error(), Code: codePanic, Stack: re.Stack}
+	}
+	return &RemoteError{Name: "MiddlewareError", Message: err.Error(), Code: codeMiddleware}
+}
+
+// errorPayload is the payload of an error reply (the protocol's
+// SerializedError). Stack and Code are optional.
+type errorPayload struct {
+	Message string `json:"message" cbor:"message"`
+	Name    string `json:"name" cbor:"name"`
+	Stack   string `json:"stack,omitempty" cbor:"stack,omitempty"`
+	Code    string `json:"code,omitempty" cbor:"code,omitempty"`
+}

@@ -204,7 +204,7 @@ func ExampleNewError() {
 	defer w.Close()
 
 	// The handler returns fmt.Errorf("looking up %q: %w", p.Message, ErrNotFound).
-	_, err = worker.Call(ctx, w, Fail, FailReq{Message: "bob", Code: ErrNotFound.Code})
+	_, err = worker.Call(ctx, w, Fail, FailReq{Message: "bob", Code: "E_NOT_FOUND"})
 	fmt.Println(err)
 	fmt.Println(errors.Is(err, ErrNotFound))
 
@@ -221,12 +221,12 @@ func ExampleNewError() {
 // Middleware sees every message as an untyped worker.Message. This one
 // logs, and the second one rewrites the payload of outgoing pings.
 func ExampleMiddleware() {
-	logging := func(ctx context.Context, dir worker.Direction, m *worker.Message) error {
-		fmt.Printf("%s %s %s tx=%s %s\n", dir, m.Kind, m.Type, m.Tx, m.Payload)
+	logging := func(ctx context.Context, m *worker.Message) error {
+		fmt.Printf("incoming=%v %s tx=%s %s\n", m.Incoming, m.Type, m.Tx, m.Payload)
 		return nil
 	}
-	shout := func(ctx context.Context, dir worker.Direction, m *worker.Message) error {
-		if dir != worker.Outgoing || m.Type != Ping.Name() {
+	shout := func(ctx context.Context, m *worker.Message) error {
+		if m.Incoming || m.Type != Ping.Name() {
 			return nil
 		}
 		var p PingReq
@@ -260,7 +260,7 @@ func ExampleMiddleware() {
 	res, err := worker.Call(context.Background(), c, Ping, PingReq{Message: "hello"})
 	fmt.Println(res.Message, err)
 	// Output:
-	// outgoing request ping tx=tx-1 {"message":"HELLO"}
-	// incoming result pingResult tx=tx-1 {"message":"pong: HELLO"}
+	// incoming=false ping tx=tx-1 {"message":"HELLO"}
+	// incoming=true pingResult tx=tx-1 {"message":"pong: HELLO"}
 	// pong: HELLO <nil>
 }

@@ -28,9 +28,9 @@ const (
 
 func hsSerializer(bin bool) (worker.Serializer, []byte) {
 	if bin {
-		return worker.Binary{}, nil
+		return worker.Binary, nil
 	}
-	return worker.JSON{}, []byte("\n")
+	return worker.JSON, []byte("\n")
 }
 
 func hsParse(bin bool, frame []byte, e *wire.Envelope) error {
@@ -53,7 +53,7 @@ func hsFrame(bin bool, typ, tx, payload string) []byte {
 	if payload != "" {
 		var v any
 		json.Unmarshal([]byte(payload), &v)
-		p, _ = worker.Binary{}.AppendPayload(nil, v)
+		p, _ = worker.Binary.AppendPayload(nil, v)
 	}
 	b := wire.AppendPrefix(nil)
 	b = wire.AppendBinary(b, typ, tx, p, 0)
@@ -215,7 +215,7 @@ func FuzzServeConn(f *testing.F) {
 		f.Add(cat([]byte(hsHello(ser)), req("ping", "1", `{"message":"a"}`), req("__iw.cancel", "c", `{"tx":"1"}`)), bin, uint8(1))
 		f.Add(cat([]byte(hsHello(ser)), req("echo", "e", `"aGk="`), req("__iw.shutdown", "s", ``), req("ping", "late", `{}`)), bin, uint8(9))
 		f.Add(cat(req("ping", "1", `{"message":"a"}`), req("ping", "", `{}`), req("ping", "2", `{}`)), bin, uint8(2))
-		f.Add(cat([]byte(hsHello(worker.Binary{})), req("ping", "1", `{}`)), bin, uint8(5))
+		f.Add(cat([]byte(hsHello(worker.Binary)), req("ping", "1", `{}`)), bin, uint8(5))
 		f.Add(cat(req("ping", "1", `{"message":"a"}`), []byte("garbage\n\x00\x00\x00\x01x")), bin, uint8(255))
 	}
 	f.Add([]byte("\n\n \n{\"type\":\"ping\",\"tx\":\"1\",\"payload\":[[[[[[]]]]]]}\n{\"tx\":\"2\"}\n"), false, uint8(4))

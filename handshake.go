@@ -3,13 +3,13 @@ package worker
 import (
 	"context"
 	"crypto/subtle"
-	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
+	"io"
 	"net"
+	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/isolated-workers/worker/internal/wire"
@@ -127,7 +127,7 @@ func exchangeHello(ctx context.Context, conn net.Conn, ser Serializer, secret, i
 		}
 		return p, rest, nil
 	case typeHello + "Error":
-		var ep ErrorPayload
+		var ep errorPayload
 		_ = json.Unmarshal(e.Payload, &ep)
 		re := &RemoteError{Type: typeHello, Name: ep.Name, Message: ep.Message, Code: ep.Code}
 		switch {
@@ -166,28 +166,109 @@ func verifyHello(h *helloRequest, ser Serializer, secret, id string) (code, msg 
 	return "", ""
 }
 
-// newUUID returns a random UUID version 4. It draws from math/rand/v2's
-// ChaCha8-based global source, which is seeded from the OS and needs no
-// system call per id.
-func newUUID() string {
-	var u [16]byte
-	binary.LittleEndian.PutUint64(u[:8], rand.Uint64())
-	binary.LittleEndian.PutUint64(u[8:], rand.Uint64())
-	u[6] = u[6]&0x0f | 0x40
-	u[8] = u[8]&0x3f | 0x80
-	var s [36]byte
-	hex.Encode(s[0:8], u[0:4])
-	s[8] = '-'
-	hex.Encode(s[9:13], u[4:6])
-	s[13] = '-'
-	hex.Encode(s[14:18], u[6:8])
-	s[18] = '-'
-	hex.Encode(s[19:23], u[8:10])
-	s[23] = '-'
-	hex.Encode(s[24:], u[10:])
-	return string(s[:])
-}
-
 // typeProtocolError is sent by a worker to an extended host, with an empty
 // tx, right before it closes a connection whose stream it cannot trust.
 const typeProtocolError = reservedPrefix + "protocolError"
+
+// helloTimeout bounds the handshake of a worker that requires its host's
+// secret.
+const helloTimeout = 10 * time.Second
+
+// procState is what Serve hands each session of a worker process: what
+// the handshake checks (the secret and identity from the startup data, a
+// serializer mismatch to report) and when it may answer. A bare
+// connection (ServeConn) has none.
+type procState struct {
+	secret, id string
+	mismatch   error           // the host announced another serializer
+	sigReady   <-chan struct{} // closed once SIGTERM is handled: the hello reply waits for it
+	served     atomic.Bool     // a host completed a connection
+}
+
+// greet handles the optional handshake on the worker's side. It returns
+// the bytes already read that belong to the request stream.
+func (ss *session) greet() ([]byte, error) {
+	ps := ss.proc
+	if ps == nil {
+		ps = &procState{} // a bare connection: nothing to check
+	}
+	if ps.secret != "" {
+		// Only a host with the secret may stay: a connection that does not
+		// authenticate in time is dropped, so that it cannot keep a worker
+		// alive after its real host has gone.
+		ss.conn.SetReadDeadline(time.Now().Add(helloTimeout))
+		defer ss.conn.SetReadDeadline(time.Time{})
+	}
+	head, isHello, err := peekHello(ss.conn)
+	switch {
+	case err != nil:
+		return nil, err
+	case isHello:
+		return ss.answerHello(head, ps)
+	case ps.mismatch != nil:
+		return nil, ps.mismatch
+	case ps.secret != "":
+		ss.s.cfg.log.warn("refused a connection that did not present the secret")
+		return nil, fmt.Errorf("%w: the host did not authenticate", ErrUnauthorized)
+	}
+	return head, nil
+}
+
+// answerHello reads the rest of the host's hello, which starts with head,
+// and answers it.
+func (ss *session) answerHello(head []byte, ps *procState) ([]byte, error) {
+	jr := wire.NewReader(ss.conn, newline, 64<<10)
+	jr.Prime(head)
+	line, err := jr.Next()
+	if err != nil {
+		return nil, fmt.Errorf("worker: reading the handshake: %w", err)
+	}
+	var e wire.Envelope
+	var h helloRequest
+	if err := wire.ParseJSON(line, &e); err != nil {
+		return nil, fmt.Errorf("%w: bad handshake: %v", ErrProtocol, err)
+	}
+	if err := json.Unmarshal(e.Payload, &h); err != nil {
+		return nil, fmt.Errorf("%w: bad handshake payload: %v", ErrProtocol, err)
+	}
+	if code, msg := verifyHello(&h, ss.s.cfg.ser, ps.secret, ps.id); code != "" {
+		ss.s.cfg.log.warn("refused a host", "reason", msg)
+		p, _ := json.Marshal(errorPayload{Message: msg, Name: "HandshakeError", Code: code})
+		ss.conn.Write(append(wire.AppendJSON(nil, typeHello+"Error", string(e.Tx), p, 0), '\n'))
+		if code == codeUnauthorized {
+			return nil, fmt.Errorf("%w: %s", ErrUnauthorized, msg)
+		}
+		return nil, fmt.Errorf("%w: %s", ErrSerializerMismatch, msg)
+	}
+	if ps.sigReady != nil {
+		<-ps.sigReady
+	}
+	p, _ := json.Marshal(helloReply{Protocol: protocolVersion, Serializer: ss.s.cfg.ser.Name(), ID: ps.id,
+		Pid: os.Getpid(), KeepAlive: ss.s.cfg.keepAlive, Capabilities: []string{capCancel, capDeadline, capShutdown}})
+	if _, err := ss.conn.Write(append(wire.AppendJSON(nil, typeHello+"Result", string(e.Tx), p, 0), '\n')); err != nil {
+		return nil, fmt.Errorf("worker: answering the handshake: %w", err)
+	}
+	ss.peer = true
+	return append([]byte(nil), jr.Buffered()...), nil
+}
+
+// peekHello reads just enough of the stream to tell whether it starts with
+// the handshake, whatever the serializer.
+func peekHello(r io.Reader) (head []byte, isHello bool, err error) {
+	buf := make([]byte, len(helloPrefix))
+	n := 0
+	for n < len(buf) {
+		k, err := r.Read(buf[n:])
+		n += k
+		if string(buf[:n]) != helloPrefix[:n] {
+			return buf[:n], false, nil
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) && n == 0 {
+				return nil, false, nil
+			}
+			return nil, false, err
+		}
+	}
+	return buf, true, nil
+}

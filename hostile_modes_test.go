@@ -57,11 +57,11 @@ func hostileMode(mode string) {
 // hsWorker is the usual test worker plus middleware that panics on
 // demand and a call counter.
 func hsWorker() {
-	panicky := func(ctx context.Context, dir worker.Direction, m *worker.Message) error {
+	panicky := func(ctx context.Context, m *worker.Message) error {
 		switch {
-		case dir == worker.Incoming && m.Type == HSMwPanicIn.Name():
+		case m.Incoming && m.Type == HSMwPanicIn.Name():
 			panic("incoming middleware exploded")
-		case dir == worker.Outgoing && m.Type == HSMwPanicOut.Name()+"Result":
+		case !m.Incoming && m.Type == HSMwPanicOut.Name()+"Result":
 			panic("outgoing middleware exploded")
 		}
 		return nil

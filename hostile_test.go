@@ -59,7 +59,7 @@ func hsServe(t *testing.T, opts *worker.ServerOptions, hello bool) *hsHost {
 			return "", ctx.Err()
 		}
 	})
-	_, h.bin = opts.Serializer.(worker.Binary)
+	h.bin = opts.Serializer == worker.Binary
 	var srv net.Conn
 	h.conn, srv = net.Pipe()
 	go func() { h.done <- s.ServeConn(context.Background(), srv) }()
@@ -106,7 +106,7 @@ func (h *hsHost) write(b []byte) {
 type hsReply struct {
 	Type, Tx string
 	Payload  []byte
-	Err      worker.ErrorPayload // decoded when Type ends in "Error"
+	Err      wireError // decoded when Type ends in "Error"
 }
 
 // recv reads the next reply.
@@ -126,9 +126,9 @@ func (h *hsHost) tryRecv() (hsReply, error) {
 		return hsReply{}, err
 	}
 	var e wire.Envelope
-	var ser worker.Serializer = worker.JSON{}
+	var ser worker.Serializer = worker.JSON
 	if h.bin {
-		ser = worker.Binary{}
+		ser = worker.Binary
 		err = wire.ParseBinary(frame, &e)
 	} else {
 		err = wire.ParseJSON(frame, &e)
@@ -247,9 +247,9 @@ func TestHostileServerMessageWithoutTx(t *testing.T) {
 func TestHostileServerMessageWithoutType(t *testing.T) {
 	h := hsServe(t, nil, false)
 	h.send(`{"tx":"7","payload":{"message":"x"}}`)
-	h.expectError("Error", "7", worker.CodeBadPayload, "message without a type")
+	h.expectError("Error", "7", "E_BAD_PAYLOAD", "message without a type")
 	h.send(`{"type":"","tx":"8"}`)
-	h.expectError("Error", "8", worker.CodeBadPayload, "message without a type")
+	h.expectError("Error", "8", "E_BAD_PAYLOAD", "message without a type")
 	h.expectUsable()
 }
 
@@ -257,7 +257,7 @@ func TestHostileServerDuplicateTx(t *testing.T) {
 	h := hsServe(t, nil, false)
 	h.send(`{"type":"gate","tx":"d","payload":"first"}`)
 	h.send(`{"type":"ping","tx":"d","payload":{"message":"second"}}`)
-	h.expectError("pingError", "d", worker.CodeDuplicateTx, `"d" is already in flight`)
+	h.expectError("pingError", "d", "E_DUPLICATE_TX", `"d" is already in flight`)
 	close(h.gate)
 	if r := h.recv(); r.Type != "gateResult" || r.Tx != "d" || string(r.Payload) != `"released first"` {
 		t.Fatalf("the first request got %+v; want its own result", r)
@@ -272,10 +272,10 @@ func TestHostileServerDuplicateTx(t *testing.T) {
 func TestHostileServerUnknownType(t *testing.T) {
 	h := hsServe(t, nil, false)
 	h.send(`{"type":"nope","tx":"u","payload":{"a":1}}`)
-	h.expectError("nopeError", "u", worker.CodeUnknownMessage, "Unknown message type: nope")
+	h.expectError("nopeError", "u", "E_UNKNOWN_MESSAGE", "Unknown message type: nope")
 	// The reserved prefix is no way in: the handshake is only valid first.
 	h.send(`{"type":"__iw.hello","tx":"late","payload":{}}`)
-	h.expectError("__iw.helloError", "late", worker.CodeUnknownMessage, "Unknown message type: __iw.hello")
+	h.expectError("__iw.helloError", "late", "E_UNKNOWN_MESSAGE", "Unknown message type: __iw.hello")
 	h.expectUsable()
 }
 
@@ -294,9 +294,9 @@ func TestHostileServerBlankLines(t *testing.T) {
 func TestHostileServerBadPayload(t *testing.T) {
 	h := hsServe(t, nil, false)
 	h.send(`{"type":"ping","tx":"p","payload":{"message":5}}`)
-	h.expectError("pingError", "p", worker.CodeBadPayload, `invalid payload for "ping"`)
+	h.expectError("pingError", "p", "E_BAD_PAYLOAD", `invalid payload for "ping"`)
 	h.send(`{"type":"ping","tx":"q","payload":{bad}}`)
-	h.expectError("pingError", "q", worker.CodeBadPayload, `invalid payload for "ping"`)
+	h.expectError("pingError", "q", "E_BAD_PAYLOAD", `invalid payload for "ping"`)
 	h.expectUsable()
 }
 
@@ -348,7 +348,7 @@ func TestHostileServerLineOverLimit(t *testing.T) {
 func TestHostileServerHugeLengthPrefix(t *testing.T) {
 	for _, n := range []uint32{0xffffffff, 0x7fffffff, 64<<20 + 1} {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
-			h := hsServe(t, &worker.ServerOptions{Serializer: worker.Binary{}}, false)
+			h := hsServe(t, &worker.ServerOptions{Serializer: worker.Binary}, false)
 			var err error
 			alloc := hsAllocated(func() {
 				frame := binary.BigEndian.AppendUint32(nil, n)
@@ -366,7 +366,7 @@ func TestHostileServerHugeLengthPrefix(t *testing.T) {
 }
 
 func TestHostileServerBinaryGarbage(t *testing.T) {
-	h := hsServe(t, &worker.ServerOptions{Serializer: worker.Binary{}}, false)
+	h := hsServe(t, &worker.ServerOptions{Serializer: worker.Binary}, false)
 	// A frame of 3 bytes whose envelope has unknown flags.
 	h.write([]byte{0, 0, 0, 3, 0xf0, 0, 0})
 	h.expectClosed(worker.ErrProtocol)
@@ -382,7 +382,7 @@ func TestHostileServerDeepNesting(t *testing.T) {
 		// refuses the depth, and only this call fails.
 		h := hsServe(t, opts, false)
 		h.send(`{"type":"ping","tx":"deep","payload":` + deep + `}`)
-		h.expectError("pingError", "deep", worker.CodeBadPayload, "invalid payload")
+		h.expectError("pingError", "deep", "E_BAD_PAYLOAD", "invalid payload")
 		h.expectUsable()
 	})
 	t.Run("unknown-key", func(t *testing.T) {
@@ -399,11 +399,11 @@ func TestHostileServerDeepNesting(t *testing.T) {
 		h.expectClosed(worker.ErrProtocol)
 	})
 	t.Run("binary", func(t *testing.T) {
-		h := hsServe(t, &worker.ServerOptions{Serializer: worker.Binary{}, MaxMessageSize: 8 << 20}, false)
+		h := hsServe(t, &worker.ServerOptions{Serializer: worker.Binary, MaxMessageSize: 8 << 20}, false)
 		payload := append(bytes.Repeat([]byte{0x81}, depth), 0x01) // [[[[...1]]]] in CBOR
 		body := wire.AppendBinary(nil, "ping", "cbor", payload, 0)
 		h.write(append(binary.BigEndian.AppendUint32(nil, uint32(len(body))), body...))
-		h.expectError("pingError", "cbor", worker.CodeBadPayload, "invalid payload")
+		h.expectError("pingError", "cbor", "E_BAD_PAYLOAD", "invalid payload")
 	})
 }
 
@@ -425,7 +425,7 @@ func hsNewFake(t *testing.T, opts *worker.Options) (*worker.Client, *hsFake) {
 	host, wk := net.Pipe()
 	f := &hsFake{t: t, conn: wk}
 	var term []byte
-	if _, bin := opts.Serializer.(worker.Binary); !bin {
+	if opts.Serializer != worker.Binary {
 		term = []byte("\n")
 	}
 	f.rd = wire.NewReader(wk, term, 64<<20)
@@ -639,7 +639,7 @@ func TestHostileClientReplyOverLimit(t *testing.T) {
 }
 
 func TestHostileClientHugeLengthPrefix(t *testing.T) {
-	c, f := hsNewFake(t, &worker.Options{Serializer: worker.Binary{}})
+	c, f := hsNewFake(t, &worker.Options{Serializer: worker.Binary})
 	ch := hsGoPing(testCtx(t), c, "a")
 	f.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := f.rd.Next(); err != nil {
@@ -785,7 +785,7 @@ func TestHostileServerShutdownWithStuckHost(t *testing.T) {
 	started := make(chan struct{})
 	worker.Handle(s, Ping, func(ctx context.Context, p PingReq) (PingRes, error) {
 		close(started)
-		return PingRes{Message: p.Message}, nil
+		return PingRes(p), nil
 	})
 	host, srv := net.Pipe()
 	defer host.Close()
@@ -833,8 +833,8 @@ func hsExpectPanic(t *testing.T, err error, msg string) {
 	if !errors.As(err, &re) {
 		t.Fatalf("got %v (%T); want a *worker.RemoteError", err, err)
 	}
-	if re.Code != worker.CodePanic || !strings.Contains(re.Message, msg) {
-		t.Fatalf("got %+v; want code %s and a message containing %q", re, worker.CodePanic, msg)
+	if re.Code != "E_PANIC" || !strings.Contains(re.Message, msg) {
+		t.Fatalf("got %+v; want code %s and a message containing %q", re, "E_PANIC", msg)
 	}
 	if !strings.Contains(re.Stack, "goroutine ") || !strings.Contains(re.Stack, ".go:") {
 		t.Fatalf("the error carries no stack: %q", re.Stack)
@@ -871,14 +871,14 @@ func TestHostileMiddlewarePanic(t *testing.T) {
 
 // A panic in the host's own middleware fails that call only.
 func TestHostileHostMiddlewarePanic(t *testing.T) {
-	mw := func(ctx context.Context, dir worker.Direction, m *worker.Message) error {
+	mw := func(ctx context.Context, m *worker.Message) error {
 		switch {
-		case dir == worker.Outgoing && m.Type == Add.Name():
+		case !m.Incoming && m.Type == Add.Name():
 			var req AddReq
 			if m.Decode(&req) == nil && req.A < 0 {
 				panic("host middleware exploded")
 			}
-		case dir == worker.Incoming && m.Type == Add.Name()+"Result" && bytes.Contains(m.Payload, []byte("-")):
+		case m.Incoming && m.Type == Add.Name()+"Result" && bytes.Contains(m.Payload, []byte("-")):
 			panic("host middleware exploded")
 		}
 		return nil
@@ -914,4 +914,12 @@ func TestHostileOversizedRequestRealWorker(t *testing.T) {
 			hsStillServes(t, w)
 		})
 	}
+}
+
+// wireError is the payload of an error reply on the wire.
+type wireError struct {
+	Message string `json:"message" cbor:"message"`
+	Name    string `json:"name" cbor:"name"`
+	Stack   string `json:"stack,omitempty" cbor:"stack,omitempty"`
+	Code    string `json:"code,omitempty" cbor:"code,omitempty"`
 }

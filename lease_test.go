@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -135,4 +139,35 @@ func testLeaseExpires(t *testing.T, kind string, stopped bool) {
 	if err := <-sawCancel; !errors.Is(err, context.Canceled) {
 		t.Fatalf("the blocked handler saw %v; want context.Canceled", err)
 	}
+}
+
+// testConnPair returns the two ends of a connection of the kind ("pipe"
+// or "unix").
+func testConnPair(t *testing.T, kind string) (net.Conn, net.Conn) {
+	if kind == "pipe" {
+		return net.Pipe()
+	}
+	if runtime.GOOS == "windows" {
+		// Wine has no AF_UNIX, and its os.RemoveAll breaks t.TempDir.
+		t.Skip("no Unix sockets here; the pipe case covers the queue")
+	}
+	// Not t.TempDir: a path under it, named after the test, can pass the
+	// 104-108 bytes that a socket address holds.
+	dir, err := os.MkdirTemp("", "wq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	ln, err := net.Listen("unix", filepath.Join(dir, "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	acc := make(chan net.Conn, 1)
+	go func() { c, _ := ln.Accept(); acc <- c }()
+	a, err := net.Dial("unix", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, <-acc
 }

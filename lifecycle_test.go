@@ -120,8 +120,8 @@ func lcWorker() {
 		KeepAlive: os.Getenv(envMode) == "keepalive",
 		// Incoming middleware runs on the handler's goroutine, right
 		// before the handler: a counted sleep is in flight.
-		Middleware: []worker.Middleware{func(ctx context.Context, dir worker.Direction, m *worker.Message) error {
-			if dir == worker.Incoming && m.Kind == worker.KindRequest && m.Type == Sleep.Name() {
+		Middleware: []worker.Middleware{func(ctx context.Context, m *worker.Message) error {
+			if m.Incoming && m.Type == Sleep.Name() {
 				lcStarted(m.Type) <- struct{}{}
 			}
 			return nil
@@ -311,8 +311,8 @@ func lcStatFields(t testing.TB, pid string) []string {
 // request of type typ about to be written: the call is counted in flight.
 func lcSent(typ string) (worker.Middleware, chan struct{}) {
 	ch := make(chan struct{}, 128)
-	return func(ctx context.Context, dir worker.Direction, m *worker.Message) error {
-		if dir == worker.Outgoing && m.Kind == worker.KindRequest && m.Type == typ {
+	return func(ctx context.Context, m *worker.Message) error {
+		if !m.Incoming && m.Type == typ {
 			ch <- struct{}{}
 		}
 		return nil
@@ -616,8 +616,8 @@ func TestLifecycleShutdownDrainsCallInFlight(t *testing.T) {
 	release := make(chan struct{})
 	// Hold the reply of the sleep on its way in: the call stays in flight
 	// for as long as the test needs.
-	hold := func(ctx context.Context, dir worker.Direction, m *worker.Message) error {
-		if dir == worker.Incoming && m.Type == Sleep.Name()+"Result" {
+	hold := func(ctx context.Context, m *worker.Message) error {
+		if m.Incoming && m.Type == Sleep.Name()+"Result" {
 			close(held)
 			<-release
 		}
@@ -825,7 +825,7 @@ func TestLifecycleHostConnectTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer readyR.Close()
-	sd := wire.StartupData{Driver: wire.Driver, SocketPath: sock, Serializer: worker.JSON{}.Name(),
+	sd := wire.StartupData{Driver: wire.Driver, SocketPath: sock, Serializer: worker.JSON.Name(),
 		ServerConnectTimeout: 300, ReadyFD: 3}
 	cmd := helperCmd(t, "")
 	cmd.Env = append(cmd.Env, sd.Env()...)

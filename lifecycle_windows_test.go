@@ -112,8 +112,8 @@ func lwWorker() {
 		KeepAlive: os.Getenv(envMode) == "keepalive",
 		// Incoming middleware runs on the handler's goroutine, right
 		// before the handler: a counted sleep is in flight.
-		Middleware: []worker.Middleware{func(ctx context.Context, dir worker.Direction, m *worker.Message) error {
-			if dir == worker.Incoming && m.Kind == worker.KindRequest && m.Type == Sleep.Name() {
+		Middleware: []worker.Middleware{func(ctx context.Context, m *worker.Message) error {
+			if m.Incoming && m.Type == Sleep.Name() {
 				lwSleeps <- struct{}{}
 			}
 			return nil
@@ -489,7 +489,7 @@ func TestLifecycleWindowsWorkerWatchesHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sd := wire.StartupData{Driver: wire.Driver, SocketPath: path, Serializer: worker.JSON{}.Name(),
+	sd := wire.StartupData{Driver: wire.Driver, SocketPath: path, Serializer: worker.JSON.Name(),
 		ServerConnectTimeout: 60_000, HostPID: stand.Process.Pid}
 	cmd := helperCmd(t, "keepalive")
 	cmd.Env = append(cmd.Env, sd.Env()...)
@@ -591,8 +591,8 @@ func TestLifecycleWindowsCloseStopsKeepAliveOverConnection(t *testing.T) {
 
 func TestLifecycleWindowsShutdownDrainsCallInFlight(t *testing.T) {
 	sentCh := make(chan struct{}, 1)
-	sent := func(ctx context.Context, dir worker.Direction, m *worker.Message) error {
-		if dir == worker.Outgoing && m.Kind == worker.KindRequest && m.Type == Sleep.Name() {
+	sent := func(ctx context.Context, m *worker.Message) error {
+		if !m.Incoming && m.Type == Sleep.Name() {
 			sentCh <- struct{}{}
 		}
 		return nil
@@ -601,8 +601,8 @@ func TestLifecycleWindowsShutdownDrainsCallInFlight(t *testing.T) {
 	release := make(chan struct{})
 	// Hold the sleep's reply on its way in: the call stays in flight for as
 	// long as the test needs.
-	hold := func(ctx context.Context, dir worker.Direction, m *worker.Message) error {
-		if dir == worker.Incoming && m.Type == Sleep.Name()+"Result" {
+	hold := func(ctx context.Context, m *worker.Message) error {
+		if m.Incoming && m.Type == Sleep.Name()+"Result" {
 			close(held)
 			<-release
 		}
@@ -1079,8 +1079,8 @@ func TestLifecycleWindowsStubbornKilledAfterGrace(t *testing.T) {
 // Close then stops the worker cleanly and its pipe goes.
 func TestLifecycleWindowsKeepAliveDisconnectReconnectAttach(t *testing.T) {
 	sentCh := make(chan struct{}, 1)
-	sent := func(ctx context.Context, dir worker.Direction, m *worker.Message) error {
-		if dir == worker.Outgoing && m.Kind == worker.KindRequest && m.Type == Sleep.Name() {
+	sent := func(ctx context.Context, m *worker.Message) error {
+		if !m.Incoming && m.Type == Sleep.Name() {
 			sentCh <- struct{}{}
 		}
 		return nil
@@ -1136,7 +1136,7 @@ func TestLifecycleWindowsHostConnectTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	const timeout = 300 * time.Millisecond
-	sd := wire.StartupData{Driver: wire.Driver, SocketPath: path, Serializer: worker.JSON{}.Name(),
+	sd := wire.StartupData{Driver: wire.Driver, SocketPath: path, Serializer: worker.JSON.Name(),
 		ServerConnectTimeout: timeout.Milliseconds(), HostPID: os.Getpid()}
 	cmd := helperCmd(t, "")
 	cmd.Env = append(cmd.Env, sd.Env()...)

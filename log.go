@@ -13,7 +13,6 @@ import (
 type logger struct {
 	h     slog.Handler
 	level slog.Leveler
-	attrs []slog.Attr
 }
 
 func newLogger(l *slog.Logger, level slog.Leveler) *logger {
@@ -22,20 +21,6 @@ func newLogger(l *slog.Logger, level slog.Leveler) *logger {
 		lg.h = l.Handler()
 	}
 	return lg
-}
-
-func (l *logger) with(args ...any) *logger {
-	c := *l
-	c.attrs = append(c.attrs[:len(c.attrs):len(c.attrs)], argsToAttrs(args)...)
-	return &c
-}
-
-func argsToAttrs(args []any) []slog.Attr {
-	var r slog.Record
-	r.Add(args...)
-	attrs := make([]slog.Attr, 0, r.NumAttrs())
-	r.Attrs(func(a slog.Attr) bool { attrs = append(attrs, a); return true })
-	return attrs
 }
 
 func (l *logger) enabled(level slog.Level) bool {
@@ -54,7 +39,6 @@ func (l *logger) log(level slog.Level, msg string, args ...any) {
 	var pcs [1]uintptr
 	runtime.Callers(3, pcs[:])
 	r := slog.NewRecord(time.Now(), level, msg, pcs[0])
-	r.AddAttrs(l.attrs...)
 	r.Add(args...)
 	_ = l.h.Handle(ctx, r)
 }

@@ -82,9 +82,9 @@ func testWorker(mode string) {
 	case "keepalive":
 		opts.KeepAlive = true
 	case "binary":
-		opts.Serializer = worker.Binary{}
+		opts.Serializer = worker.Binary
 	case "json":
-		opts.Serializer = worker.JSON{}
+		opts.Serializer = worker.JSON
 	case "hostile", "peercred-dial":
 		hostileMode(mode) // hostile_modes_test.go; does not return
 	}
@@ -111,7 +111,7 @@ func registerHandlers(s *worker.Server) {
 	worker.Handle(s, Echo, func(ctx context.Context, p []byte) ([]byte, error) { return p, nil })
 	worker.Handle(s, Notify, func(ctx context.Context, p PingReq) (worker.Void, error) { return worker.Void{}, nil })
 	worker.Handle(s, Fail, func(ctx context.Context, p FailReq) (worker.Void, error) {
-		if p.Code == ErrNotFound.Code {
+		if p.Code == "E_NOT_FOUND" {
 			return worker.Void{}, fmt.Errorf("looking up %q: %w", p.Message, ErrNotFound)
 		}
 		if p.Code != "" {

@@ -9,19 +9,22 @@ import (
 	"time"
 )
 
-// Defaults of the options. A zero field means "use the default".
+// The defaults of the options.
 const (
-	DefaultStartupTimeout     = 10 * time.Second
-	DefaultHostConnectTimeout = 30 * time.Second
-	DefaultGracePeriod        = 3 * time.Second
-	DefaultDrainTimeout       = 10 * time.Second
-	DefaultMaxMessageSize     = 64 << 20
+	defaultStartupTimeout     = 10 * time.Second
+	defaultHostConnectTimeout = 30 * time.Second
+	defaultGracePeriod        = 3 * time.Second
+	defaultDrainTimeout       = 10 * time.Second
+	defaultMaxMessageSize     = 64 << 20
 )
 
-// Options configures the host side: Spawn, Attach and NewClient. A nil
-// *Options is valid and means all defaults; so does every zero field.
+// Options configures the host side. A nil *Options is valid and means all
+// defaults; so does every zero field. NewClient reads only the fields of
+// the connection (the first group); Spawn and Attach read them all.
 type Options struct {
-	// Serializer encodes messages; nil means JSON{}, the TypeScript
+	// The connection: read by NewClient, Spawn and Attach.
+
+	// Serializer encodes messages; nil means JSON, the TypeScript
 	// library's format.
 	Serializer Serializer
 	// Middleware runs, in order, on every message sent or received.
@@ -36,26 +39,42 @@ type Options struct {
 	// LogLevel drops records below it before they reach Logger; nil means
 	// slog.LevelInfo.
 	LogLevel slog.Leveler
-
 	// Timeout bounds every call, on top of the caller's context; zero
 	// means no bound besides the context. Timeouts overrides it per message
 	// type. A call that times out returns an error that matches
 	// context.DeadlineExceeded, and the worker's handler is cancelled.
 	Timeout  time.Duration
 	Timeouts map[string]time.Duration
+	// MaxMessageSize bounds a message in either direction, in bytes; zero
+	// means 64 MiB. A larger request fails its call with ErrTooLarge before
+	// anything is sent.
+	MaxMessageSize int
+	// BaseProtocol skips the handshake and every extension of the protocol
+	// (cancellation, deadlines, authentication), for peers that cannot parse
+	// a JSON line before their serializer's frames.
+	BaseProtocol bool
+
+	// The process: read by Spawn and Attach (Attach only the connect
+	// fields); NewClient has no process and ignores them.
 
 	// StartupTimeout bounds Spawn from the start of the process until the
-	// worker answers; zero means DefaultStartupTimeout. A worker that exits
-	// before that fails Spawn at once.
+	// worker answers; zero means 10s. A worker that exits before that
+	// fails Spawn at once.
 	StartupTimeout time.Duration
 	// HostConnectTimeout is handed to the worker: it exits if no host
 	// connects within it (the TypeScript serverConnectTimeout). Zero means
-	// DefaultHostConnectTimeout, negative disables it.
+	// 30s, negative disables it.
 	HostConnectTimeout time.Duration
-	// Connect is the retry policy for connecting to the worker's socket.
-	Connect Retry
+	// ConnectAttempts bounds the attempts to connect to the worker's
+	// socket (Spawn, Attach, Reconnect); zero means no bound besides the
+	// context and, for Spawn, the startup timeout.
+	ConnectAttempts int
+	// ConnectDelay returns the wait after failed connection attempt number
+	// attempt (counting from 1); nil means 5ms, doubling up to 500ms, plus
+	// up to 5ms of jitter. A negative wait ends the attempts with an error.
+	ConnectDelay func(attempt int) time.Duration
 	// GracePeriod is how long Close waits for the worker to exit after
-	// asking it to, before killing it; zero means DefaultGracePeriod.
+	// asking it to, before killing it; zero means 3s.
 	GracePeriod time.Duration
 	// OnCrash decides what happens to calls in flight when the worker dies.
 	OnCrash CrashPolicy
@@ -66,14 +85,6 @@ type Options struct {
 	// SocketPath overrides the address the worker listens on. By default a
 	// fresh path in a directory that only the current user can enter.
 	SocketPath string
-	// MaxMessageSize bounds a message in either direction, in bytes; zero
-	// means DefaultMaxMessageSize. A larger request fails its call with
-	// ErrTooLarge before anything is sent.
-	MaxMessageSize int
-	// BaseProtocol skips the handshake and every extension of the protocol
-	// (cancellation, deadlines, authentication), for peers that cannot parse
-	// a JSON line before their serializer's frames.
-	BaseProtocol bool
 }
 
 // CrashPolicy is what happens to the calls in flight when a worker dies.
@@ -110,69 +121,138 @@ func (p CrashPolicy) restarts() bool {
 	return false
 }
 
-// Retry is a policy for connecting: how often to try and how long to wait
-// in between. The zero value tries until the context or startup timeout
-// ends, waiting 5ms, doubling up to 500ms, with up to 5ms of jitter.
-type Retry struct {
-	// Attempts bounds the number of connection attempts; zero means no
-	// bound besides the context.
-	Attempts int
-	// Delay is the wait after the first failed attempt, doubled after each
-	// further one; zero means 5ms.
-	Delay time.Duration
-	// DelayFunc, if set, replaces the doubling: it returns the wait after
-	// failed attempt number attempt (counting from 1). A negative result is
-	// an error that ends the retries.
-	DelayFunc func(attempt int) time.Duration
-	// MaxDelay caps the wait; zero means 500ms.
-	MaxDelay time.Duration
-	// Jitter is the bound of a random extra wait; zero means Delay, and a
-	// negative value means none.
-	Jitter time.Duration
+// ServerOptions configures the worker side. A nil *ServerOptions is valid
+// and means all defaults; so does every zero field.
+type ServerOptions struct {
+	// Serializer must match the host's; nil means that the worker follows
+	// the host's built-in one (JSON or Binary) when started by a host, and
+	// JSON otherwise.
+	Serializer Serializer
+	// Middleware runs, in order, on every message received or sent.
+	Middleware []Middleware
+	// Logger receives the library's log records; nil means silent.
+	Logger *slog.Logger
+	// LogLevel drops records below it; nil means slog.LevelInfo.
+	LogLevel slog.Leveler
+	// KeepAlive keeps the worker listening when its host disconnects, so
+	// that a host can connect again; the default is to exit (the
+	// TypeScript library's disconnectBehavior "shutdown").
+	KeepAlive bool
+	// HostConnectTimeout overrides the one the host handed over: the worker
+	// exits if no host connects within it. Negative disables it.
+	HostConnectTimeout time.Duration
+	// DrainTimeout is how long a shutdown waits for handlers in flight
+	// before cancelling their contexts; zero means 10s.
+	DrainTimeout time.Duration
+	// MaxMessageSize bounds a message in either direction, in bytes; zero
+	// means 64 MiB.
+	MaxMessageSize int
 }
 
-// delay returns the wait after failed attempt n (from 1).
-func (r Retry) delay(n int) (time.Duration, error) {
-	base := r.Delay
-	if base <= 0 {
-		base = 5 * time.Millisecond
+// hostConfig is Options with the defaults applied.
+type hostConfig struct {
+	ser         Serializer
+	mw          []Middleware
+	tx          func(*Message) string // nil: newUUID
+	log         *logger
+	timeout     time.Duration
+	timeouts    map[string]time.Duration
+	max         int
+	base        bool
+	startup     time.Duration
+	hostConnect time.Duration
+	connect     connectPolicy
+	grace       time.Duration
+	crash       CrashPolicy
+	detached    bool
+	socketPath  string
+}
+
+func (o *Options) resolve() *hostConfig {
+	if o == nil {
+		o = &Options{}
 	}
-	maxd := r.MaxDelay
-	if maxd <= 0 {
-		maxd = 500 * time.Millisecond
+	return &hostConfig{
+		ser: orDefault(o.Serializer, JSON), mw: o.Middleware, tx: o.NewTx,
+		log: newLogger(o.Logger, o.LogLevel), timeout: o.Timeout, timeouts: o.Timeouts,
+		max: orDefault(o.MaxMessageSize, defaultMaxMessageSize), base: o.BaseProtocol,
+		startup:     orDefault(o.StartupTimeout, defaultStartupTimeout),
+		hostConnect: orDefault(o.HostConnectTimeout, defaultHostConnectTimeout),
+		connect:     connectPolicy{attempts: o.ConnectAttempts, delay: o.ConnectDelay},
+		grace:       orDefault(o.GracePeriod, defaultGracePeriod), crash: o.OnCrash,
+		detached: o.Detached, socketPath: o.SocketPath,
 	}
-	var d time.Duration
-	if r.DelayFunc != nil {
-		d = r.DelayFunc(n)
-		if d < 0 {
-			return 0, fmt.Errorf("worker: Retry.DelayFunc(%d) returned a negative delay %v", n, d)
-		}
-	} else {
-		d = base << min(n-1, 30)
+}
+
+// serverConfig is ServerOptions with the defaults applied.
+type serverConfig struct {
+	ser         Serializer
+	serChosen   bool // Serializer was set; otherwise Serve adopts the host's built-in one
+	mw          []Middleware
+	log         *logger
+	keepAlive   bool
+	hostConnect time.Duration
+	drain       time.Duration
+	max         int
+}
+
+func (o *ServerOptions) resolve() serverConfig {
+	if o == nil {
+		o = &ServerOptions{}
 	}
-	d = min(d, maxd)
-	jitter := r.Jitter
-	if jitter == 0 {
-		jitter = base
+	return serverConfig{
+		ser: orDefault(o.Serializer, JSON), serChosen: o.Serializer != nil, mw: o.Middleware,
+		log: newLogger(o.Logger, o.LogLevel), keepAlive: o.KeepAlive,
+		hostConnect: o.HostConnectTimeout, drain: orDefault(o.DrainTimeout, defaultDrainTimeout),
+		max: orDefault(o.MaxMessageSize, defaultMaxMessageSize),
 	}
-	if jitter > 0 {
-		d += rand.N(jitter)
+}
+
+func orDefault[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// connectPolicy is how often to try to connect and how long to wait in
+// between (Options.ConnectAttempts and ConnectDelay).
+type connectPolicy struct {
+	attempts int
+	delay    func(attempt int) time.Duration
+}
+
+// The default connect delay.
+const (
+	connectDelay    = 5 * time.Millisecond
+	connectMaxDelay = 500 * time.Millisecond
+)
+
+// wait returns the wait after failed attempt n (from 1).
+func (r connectPolicy) wait(n int) (time.Duration, error) {
+	if r.delay == nil {
+		return min(connectDelay<<min(n-1, 30), connectMaxDelay) + rand.N(connectDelay), nil
+	}
+	d := r.delay(n)
+	if d < 0 {
+		return 0, fmt.Errorf("worker: Options.ConnectDelay(%d) returned a negative delay %v", n, d)
 	}
 	return d, nil
 }
 
 // retry calls try until it succeeds, fails with a permanent error, the
 // attempts run out, or ctx ends. wake, if not nil, cuts a wait short.
-func (r Retry) retry(ctx context.Context, wake <-chan struct{}, try func() (permanent bool, err error)) error {
+func (r connectPolicy) retry(ctx context.Context, wake <-chan struct{}, try func() (permanent bool, err error)) error {
 	for n := 1; ; n++ {
 		permanent, err := try()
 		if err == nil || permanent {
 			return err
 		}
-		if r.Attempts > 0 && n >= r.Attempts {
+		if r.attempts > 0 && n >= r.attempts {
 			return fmt.Errorf("worker: failed to connect after %d attempts: %w", n, err)
 		}
-		d, derr := r.delay(n)
+		d, derr := r.wait(n)
 		if derr != nil {
 			return errors.Join(derr, err)
 		}
@@ -187,38 +267,4 @@ func (r Retry) retry(ctx context.Context, wake <-chan struct{}, try func() (perm
 			wake = nil // a closed channel wakes once
 		}
 	}
-}
-
-// ServerOptions configures the worker side. A nil *ServerOptions is valid
-// and means all defaults; so does every zero field.
-type ServerOptions struct {
-	// Serializer must match the host's; nil means JSON{}.
-	Serializer Serializer
-	// Middleware runs, in order, on every message received or sent.
-	Middleware []Middleware
-	// Logger receives the library's log records; nil means silent.
-	Logger *slog.Logger
-	// LogLevel drops records below it; nil means slog.LevelInfo.
-	LogLevel slog.Leveler
-	// KeepAlive keeps the worker listening when its host disconnects, so
-	// that a host can connect again; the default is to exit (the seed's
-	// disconnectBehavior "shutdown").
-	KeepAlive bool
-	// HostConnectTimeout overrides the one the host handed over: the worker
-	// exits if no host connects within it. Negative disables it.
-	HostConnectTimeout time.Duration
-	// DrainTimeout is how long a shutdown waits for handlers in flight
-	// before cancelling their contexts; zero means DefaultDrainTimeout.
-	DrainTimeout time.Duration
-	// MaxMessageSize bounds a message in either direction, in bytes; zero
-	// means DefaultMaxMessageSize.
-	MaxMessageSize int
-}
-
-func orDefault[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
 }

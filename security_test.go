@@ -133,7 +133,7 @@ func TestSecurityWrongSecretRefused(t *testing.T) {
 	got := hsReadAll(t, conn)
 	var e struct {
 		Type, Tx string
-		Payload  worker.ErrorPayload
+		Payload  wireError
 	}
 	if err := json.Unmarshal([]byte(got), &e); err != nil || e.Type != "__iw.helloError" || e.Tx != "h" ||
 		e.Payload.Code != "E_UNAUTHORIZED" || strings.Contains(got, tok.Secret) {

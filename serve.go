@@ -13,30 +13,50 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/isolated-workers/worker/internal/proc"
+	"github.com/isolated-workers/worker/internal/transport"
 	"github.com/isolated-workers/worker/internal/wire"
 )
 
-// ErrNotWorker is returned by Serve in a process that was not started as
-// a worker: the startup environment variables are missing.
-var ErrNotWorker = errors.New("worker: this process was not started as a worker (" + wire.EnvStartupData + " is not set)")
-
 // Serve runs this process as the worker that a host started: it reads the
-// startup data from the environment, listens on the address it names, and
-// serves s to the host that connects. It returns nil after a graceful stop:
-// the host asked, or disconnected (unless s is KeepAlive), or SIGTERM or
-// SIGINT arrived, or ctx ended; in each case in-flight handlers are drained
-// for up to the drain timeout first. It also stops, promptly, when the host
-// process dies, unless the worker was detached. It removes its socket file
-// on the way out.
+// startup data from the environment (and removes it, so that the worker's
+// own children do not inherit it), listens on the address it names, and
+// serves s to the host that connects. It returns nil after a graceful
+// stop: the host asked, or disconnected (unless s is KeepAlive), or SIGTERM
+// or SIGINT arrived, or ctx ended; in each case in-flight handlers are
+// drained for up to the drain timeout first. It also stops, promptly, when
+// the host process dies, unless the worker was detached. It removes its
+// socket file on the way out.
 //
 // It returns ErrNotWorker when the startup data is missing, and an error
 // wrapping ErrSerializerMismatch when the host uses another serializer.
-func Serve(ctx context.Context, s *Server) error { return s.serve(ctx, false) }
+func (s *Server) Serve(ctx context.Context) error { return s.serveProcess(ctx, false) }
 
-// serve is Serve; exiting says that the process exits as soon as it
-// returns (Main), so that what only matters to a process that goes on can
-// be skipped.
-func (s *Server) serve(ctx context.Context, exiting bool) error {
+// Main turns this process into a worker if a host started it as one:
+// it serves s (see Server.Serve) and exits, with status 0 after a graceful
+// stop and 1, after printing the error to stderr, otherwise. In a process
+// that was not started as a worker, Main returns at once, so that one
+// binary can be both the host and its worker:
+//
+//	func main() {
+//		worker.Main(newServer()) // returns only in the host
+//		...
+//	}
+func Main(s *Server) {
+	if _, ok, _ := wire.ParseStartup(os.Getenv); !ok {
+		return
+	}
+	if err := s.serveProcess(context.Background(), true); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// serveProcess is Serve; exiting says that the process exits as soon as
+// it returns (Main), so that what only matters to a process that goes on
+// can be skipped.
+func (s *Server) serveProcess(ctx context.Context, exiting bool) error {
 	d, ok, err := wire.ParseStartup(os.Getenv)
 	if !ok {
 		return ErrNotWorker
@@ -44,21 +64,7 @@ func (s *Server) serve(ctx context.Context, exiting bool) error {
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
-	if !s.cfg.serChosen && d.Serializer == (Binary{}).Name() {
-		s.cfg.ser = Binary{} // no choice made here: follow the host's
-	}
-	if d.Serializer != "" && d.Serializer != s.cfg.ser.Name() {
-		// Not a reason to exit before the host connects: the handshake
-		// refuses the host with ErrSerializerMismatch, so that the host
-		// learns why, and then the worker exits with this error.
-		s.mismatch = fmt.Errorf("%w: the host uses %s, this worker uses %s; configure the same serializer on both sides",
-			ErrSerializerMismatch, d.Serializer, s.cfg.ser.Name())
-	}
-	// The secret is not for the worker's own children.
-	for _, k := range []string{wire.EnvStartupData, wire.EnvSocketPath, wire.EnvServerConnectTimeout, wire.EnvSerializer} {
-		os.Unsetenv(k)
-	}
-	s.secret, s.id = d.Secret, d.ID
+	ps := s.startupState(d)
 	// Registering for signals starts threads, and encoding/json analyses a
 	// type on its first use: both are done while this goroutine listens
 	// and the host connects. The handshake waits for the registration, so
@@ -70,10 +76,10 @@ func (s *Server) serve(ctx context.Context, exiting bool) error {
 		close(notified)
 		warmJSON()
 	}()
-	ln, err := listen(d.SocketPath)
+	stopSignals := func() { <-notified; signal.Stop(sigs) }
+	ln, err := transport.Listen(d.SocketPath)
 	if err != nil {
-		<-notified
-		signal.Stop(sigs)
+		stopSignals()
 		return fmt.Errorf("worker: listening on %s: %w", d.SocketPath, err)
 	}
 	if d.ReadyFD > 0 {
@@ -86,13 +92,32 @@ func (s *Server) serve(ctx context.Context, exiting bool) error {
 		// A process about to exit does not need this: it would only wait
 		// for a signal being delivered (SIGTERM, from a closing host) to
 		// settle.
-		defer func() {
-			<-notified
-			signal.Stop(sigs)
-		}()
+		defer stopSignals()
 	}
-	s.sigReady = notified
-	return s.serveListener(ctx, ln, d, sigs, exiting)
+	ps.sigReady = notified
+	wp := &workerProcess{s: s, ps: ps, d: d, ln: ln, sigs: sigs, exiting: exiting}
+	return wp.run(ctx)
+}
+
+// startupState reads what the startup data says about this worker's
+// connections, and removes the startup data from the environment.
+func (s *Server) startupState(d wire.StartupData) *procState {
+	ps := &procState{secret: d.Secret, id: d.ID}
+	if !s.cfg.serChosen && d.Serializer == Binary.Name() {
+		s.cfg.ser = Binary // no choice made here: follow the host's
+	}
+	if d.Serializer != "" && d.Serializer != s.cfg.ser.Name() {
+		// Not a reason to exit before the host connects: the handshake
+		// refuses the host with ErrSerializerMismatch, so that the host
+		// learns why, and then the worker exits with this error.
+		ps.mismatch = fmt.Errorf("%w: the host uses %s, this worker uses %s; configure the same serializer on both sides",
+			ErrSerializerMismatch, d.Serializer, s.cfg.ser.Name())
+	}
+	// The secret is not for the worker's own children.
+	for _, k := range []string{wire.EnvStartupData, wire.EnvSocketPath, wire.EnvServerConnectTimeout, wire.EnvSerializer} {
+		os.Unsetenv(k)
+	}
+	return ps
 }
 
 var warmed sync.Once
@@ -104,159 +129,172 @@ func warmJSON() {
 		var h helloRequest
 		json.Unmarshal([]byte(`{}`), &h)
 		json.Marshal(&helloReply{})
-		json.Marshal(&ErrorPayload{})
+		json.Marshal(&errorPayload{})
 	})
 }
 
-// Main turns this process into a worker if a host started it as one:
-// it serves s (see Serve) and exits, with status 0 after a graceful stop
-// and 1, after printing the error to stderr, otherwise. In a process that
-// was not started as a worker, Main returns at once, so that one binary can
-// be both the host and its worker:
-//
-//	func main() {
-//		worker.Main(newServer()) // returns only in the host
-//		...
-//	}
-func Main(s *Server) {
-	if _, ok, _ := wire.ParseStartup(os.Getenv); !ok {
-		return
-	}
-	if err := s.serve(context.Background(), true); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	os.Exit(0)
+// workerProcess is a Server serving as a worker process: it accepts hosts
+// on its listener until it is time to stop.
+type workerProcess struct {
+	s       *Server
+	ps      *procState
+	d       wire.StartupData
+	ln      net.Listener
+	sigs    <-chan os.Signal
+	exiting bool // the process exits when run returns
+	parent  int  // the parent process when serving began
+
+	conns     chan net.Conn
+	acceptErr chan error
+	quit      chan struct{}
+	wg        sync.WaitGroup // the sessions
+	ended     chan struct{}  // a session ended
+	active    int            // sessions running
+	abandon   bool           // the host is dead: do not wait for handlers
 }
 
-// serveListener accepts hosts on ln until it is time to stop.
-func (s *Server) serveListener(ctx context.Context, ln net.Listener, d wire.StartupData, sigs <-chan os.Signal, exiting bool) error {
+// run serves until it is time to stop, then cleans up.
+func (wp *workerProcess) run(ctx context.Context) error {
 	ctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
-
-	parent := os.Getppid()
+	wp.parent = os.Getppid()
 	hostGone := make(chan struct{})
-	var goneOnce sync.Once
-	gone := func() { goneOnce.Do(func() { close(hostGone) }) }
-	if !d.Detached {
-		watchHost(d, gone)
+	if !wp.d.Detached {
+		var once sync.Once
+		proc.WatchHost(wp.d.LifeFD, wp.d.HostPID, func() { once.Do(func() { close(hostGone) }) })
 	}
-
-	conns := make(chan net.Conn)
-	acceptErr := make(chan error, 1)
-	quit := make(chan struct{})
-	go acceptLoop(ln, conns, acceptErr, quit)
-
-	connectTimeout := s.cfg.hostConnect
-	if connectTimeout == 0 {
-		connectTimeout = time.Duration(d.ServerConnectTimeout) * time.Millisecond
-	}
+	wp.conns, wp.acceptErr, wp.quit = make(chan net.Conn), make(chan error, 1), make(chan struct{})
+	wp.ended = make(chan struct{}, 1)
+	go acceptLoop(wp.ln, wp.conns, wp.acceptErr, wp.quit)
 	var firstHost <-chan time.Time
-	if connectTimeout > 0 {
-		t := time.NewTimer(connectTimeout)
-		defer t.Stop()
-		firstHost = t.C
+	if t := wp.connectTimeout(); t > 0 {
+		timer := time.NewTimer(t)
+		defer timer.Stop()
+		firstHost = timer.C
 	}
-
-	var wg sync.WaitGroup
-	sessionEnded := make(chan struct{}, 1)
-	active := 0
-	abandon := false // the host is dead: do not wait for handlers
-	defer func() {
-		cleanUp := !hostCleansUp.Load() // else the host is doing it meanwhile
-		if _, unix := ln.(*net.UnixListener); unix && exiting {
-			// The process exits next, closing the listener: closing it
-			// here would wait for acceptLoop to see it closed. Only the
-			// socket file needs removing.
-			if cleanUp {
-				os.Remove(d.SocketPath)
-			}
-		} else {
-			if ul, ok := ln.(*net.UnixListener); ok && !cleanUp {
-				ul.SetUnlinkOnClose(false)
-			}
-			ln.Close() // removes the socket file
-			close(quit)
-			for range acceptErr {
-			}
-		}
-		if d.OwnDir && cleanUp {
-			os.Remove(filepath.Dir(d.SocketPath)) // only if empty
-		}
-		if !abandon {
-			// Sessions end once their handlers return; a handler that
-			// ignores its cancelled context must not keep the worker alive.
-			ctx, cancel := context.WithTimeout(context.Background(), cancelGrace)
-			waitCtx(ctx, &wg)
-			cancel()
-		}
-	}()
+	defer wp.cleanUp()
 	for {
 		select {
-		case conn, ok := <-conns:
+		case conn, ok := <-wp.conns:
 			if !ok {
 				return nil
 			}
 			firstHost = nil
-			if err := checkPeer(conn); err != nil {
-				s.cfg.log.warn("refused a connection", "err", err)
-				conn.Close()
-				continue
-			}
-			active++
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if err := s.ServeConn(ctx, conn); err != nil && ctx.Err() == nil {
-					s.cfg.log.info("host connection ended", "err", err)
-				}
-				sessionEnded <- struct{}{}
-			}()
-		case <-sessionEnded:
-			active--
-			if s.mismatch != nil {
-				return s.mismatch
-			}
-			if active == 0 && !s.cfg.keepAlive && s.hadHost() {
-				return s.drain()
+			wp.serve(ctx, conn)
+		case <-wp.ended:
+			if done, err := wp.sessionEnded(); done {
+				return err
 			}
 		case <-firstHost:
-			s.cfg.log.warn("no host connected in time; exiting", "timeout", connectTimeout)
+			wp.s.cfg.log.warn("no host connected in time; exiting", "timeout", wp.connectTimeout())
 			return nil
-		case err := <-acceptErr:
+		case err := <-wp.acceptErr:
 			return fmt.Errorf("worker: accepting connections: %w", err)
-		case <-s.drained:
-			return s.drain()
-		case sig := <-sigs:
-			if !d.Detached && os.Getppid() != parent {
-				abandon = true
-				return nil // the parent-death signal: nobody is left to drain for
-			}
-			s.cfg.log.info("stopping on signal", "signal", sig.String())
-			return s.drain()
+		case <-wp.s.drained:
+			return wp.s.drain()
+		case sig := <-wp.sigs:
+			return wp.signaled(sig)
 		case <-hostGone:
-			s.cfg.log.info("the host died; exiting")
+			wp.s.cfg.log.info("the host died; exiting")
 			stop(errors.New("the host died"))
-			abandon = true
+			wp.abandon = true
 			return nil
 		case <-ctx.Done():
-			return s.drain()
+			return wp.s.drain()
 		}
 	}
 }
 
-// hadHost reports whether any host has been served: until then, an ended
-// session (a refused or failed connection) does not stop a worker.
-func (s *Server) hadHost() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.served
+func (wp *workerProcess) connectTimeout() time.Duration {
+	if t := wp.s.cfg.hostConnect; t != 0 {
+		return t
+	}
+	return time.Duration(wp.d.ServerConnectTimeout) * time.Millisecond
 }
 
+// serve serves a host's connection on a goroutine of its own.
+func (wp *workerProcess) serve(ctx context.Context, conn net.Conn) {
+	if err := transport.CheckPeer(conn); err != nil {
+		wp.s.cfg.log.warn("refused a connection", "err", fmt.Errorf("%w: %w", ErrUnauthorized, err))
+		conn.Close()
+		return
+	}
+	wp.active++
+	wp.wg.Add(1)
+	go func() {
+		defer wp.wg.Done()
+		if err := wp.s.serveConn(ctx, conn, wp.ps); err != nil && ctx.Err() == nil {
+			wp.s.cfg.log.info("host connection ended", "err", err)
+		}
+		wp.ended <- struct{}{}
+	}()
+}
+
+// sessionEnded tells whether the worker stops now that a session ended,
+// and with what error.
+func (wp *workerProcess) sessionEnded() (done bool, err error) {
+	wp.active--
+	if wp.ps.mismatch != nil {
+		return true, wp.ps.mismatch
+	}
+	if wp.active == 0 && !wp.s.cfg.keepAlive && wp.ps.served.Load() {
+		return true, wp.s.drain()
+	}
+	return false, nil
+}
+
+// signaled handles SIGTERM or SIGINT: a graceful stop, unless it is the
+// parent-death signal.
+func (wp *workerProcess) signaled(sig os.Signal) error {
+	if !wp.d.Detached && os.Getppid() != wp.parent {
+		wp.abandon = true
+		return nil // the parent-death signal: nobody is left to drain for
+	}
+	wp.s.cfg.log.info("stopping on signal", "signal", sig.String())
+	return wp.s.drain()
+}
+
+// cleanUp closes the listener, removes the socket (unless the host does)
+// and waits a moment for the sessions to end.
+func (wp *workerProcess) cleanUp() {
+	cleanUp := !proc.HostCleansUp() // else the host is doing it meanwhile
+	if _, unix := wp.ln.(*net.UnixListener); unix && wp.exiting {
+		// The process exits next, closing the listener: closing it here
+		// would wait for acceptLoop to see it closed. Only the socket file
+		// needs removing.
+		if cleanUp {
+			os.Remove(wp.d.SocketPath)
+		}
+	} else {
+		if ul, ok := wp.ln.(*net.UnixListener); ok && !cleanUp {
+			ul.SetUnlinkOnClose(false)
+		}
+		wp.ln.Close() // removes the socket file
+		close(wp.quit)
+		for range wp.acceptErr {
+		}
+	}
+	if wp.d.OwnDir && cleanUp {
+		os.Remove(filepath.Dir(wp.d.SocketPath)) // only if empty
+	}
+	if !wp.abandon {
+		// Sessions end once their handlers return; a handler that ignores
+		// its cancelled context must not keep the worker alive.
+		ctx, cancel := context.WithTimeout(context.Background(), cancelGrace)
+		waitCtx(ctx, &wp.wg)
+		cancel()
+	}
+}
+
+// drain shuts the server down gracefully, within the drain timeout. A
+// drain cut short by the timeout is still a graceful stop: the handlers
+// were asked, then cancelled.
 func (s *Server) drain() error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.drain)
 	defer cancel()
-	s.Shutdown(ctx)
+	if err := s.Shutdown(ctx); err != nil {
+		s.cfg.log.info("drain timeout passed with handlers still running; they were cancelled", "timeout", s.cfg.drain)
+	}
 	return nil
 }
 

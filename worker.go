@@ -2,16 +2,15 @@ package worker
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"sync"
 	"time"
+
+	"github.com/isolated-workers/worker/internal/proc"
+	"github.com/isolated-workers/worker/internal/transport"
 )
 
 // Worker is a worker process and the host's connection to it. Spawn
@@ -31,9 +30,9 @@ type Worker struct {
 	addr   string
 	dir    string // the private socket directory we made, removed on Close
 
-	mu         sync.RWMutex // read-locked by every call (current), written rarely
-	proc       *process     // nil for an attached worker
-	client     *Client      // nil while disconnected
+	mu         sync.RWMutex  // read-locked by every call (current), written rarely
+	proc       *proc.Process // nil for an attached worker
+	client     *Client       // nil while disconnected
 	peer       peerInfo
 	dead       *CrashError   // set when the worker died and will not be replaced
 	restarting chan struct{} // closed when the restart in progress ends
@@ -51,54 +50,11 @@ func newWorker(cfg *hostConfig) *Worker {
 	return w
 }
 
-// Spawn starts cmd as a worker and connects to it. cmd must not have been
-// started; Spawn adds the protocol's environment variables to cmd.Env (or
-// to the host's environment when cmd.Env is nil), two inherited pipes to
-// cmd.ExtraFiles, and process-group attributes to cmd.SysProcAttr, then
-// starts it (cmd.Process is set). Its Stdin, Stdout, Stderr, Dir and the
-// rest keep their exec.Cmd meaning, the context of exec.CommandContext
-// included; the tail of Stderr is also kept for error reports. A worker
-// restarted after a crash (see CrashPolicy) runs a copy of cmd as it was
-// passed, without that context.
-//
-// Spawn returns once the worker has answered, within ctx and
-// opts.StartupTimeout. If the process exits first, Spawn fails at once with
-// a *CrashError carrying its exit status and the tail of its stderr.
-func Spawn(ctx context.Context, cmd *exec.Cmd, opts *Options) (*Worker, error) {
-	if cmd.Process != nil {
-		return nil, errors.New("worker: Spawn: cmd was already started")
-	}
-	w := newWorker(opts.resolve())
-	// Restarts start clones of cmd as it is now, before Spawn adds to it.
-	w.tmpl, w.id, w.secret = cloneCmd(cmd), newUUID(), newSecret()
-	w.addr = w.cfg.socketPath
-	if w.addr == "" {
-		var err error
-		if w.addr, w.dir, err = newSocketPath(); err != nil {
-			return nil, fmt.Errorf("worker: Spawn: %w", err)
-		}
-	}
-	p, c, err := w.launch(ctx, cmd)
-	if err != nil {
-		w.removeDir()
-		return nil, err
-	}
-	w.proc, w.client, w.peer = p, c, c.peer
-	go w.watch(p, c)
-	return w, nil
-}
-
-func newSecret() string {
-	var b [32]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
-
 // watch notices the death of the process or the loss of its connection.
-func (w *Worker) watch(p *process, c *Client) {
+func (w *Worker) watch(p *proc.Process, c *Client) {
 	var exited <-chan struct{}
 	if p != nil {
-		exited = p.exited
+		exited = p.Exited()
 	}
 	select {
 	case <-exited:
@@ -111,7 +67,7 @@ func (w *Worker) watch(p *process, c *Client) {
 // lost handles the unexpected end of a process or connection: calls in
 // flight fail with a *CrashError at once, and a fresh worker is started if
 // the crash policy allows retries.
-func (w *Worker) lost(p *process, c *Client, cause error) {
+func (w *Worker) lost(p *proc.Process, c *Client, cause error) {
 	w.mu.Lock()
 	if w.closing || w.client != c {
 		w.mu.Unlock()
@@ -120,8 +76,8 @@ func (w *Worker) lost(p *process, c *Client, cause error) {
 	w.mu.Unlock()
 	var crash *CrashError
 	if p != nil {
-		p.awaitExit(time.Second)
-		crash = p.crash(cause)
+		p.AwaitExit(time.Second)
+		crash = crashOf(p, cause)
 	} else {
 		crash = &CrashError{Pid: w.peer.pid, ExitCode: -1, Err: cause}
 	}
@@ -136,8 +92,8 @@ func (w *Worker) lost(p *process, c *Client, cause error) {
 	w.client = nil
 	if p == nil || !w.cfg.crash.restarts() {
 		w.dead = crash
-		if p != nil && !p.hasExited() {
-			go p.stop(w.cfg.grace) // alive but unreachable: do not leave it behind
+		if p != nil && !p.HasExited() {
+			go p.Stop(w.cfg.grace) // alive but unreachable: do not leave it behind
 		}
 		return
 	}
@@ -146,12 +102,12 @@ func (w *Worker) lost(p *process, c *Client, cause error) {
 }
 
 // restart replaces a crashed process.
-func (w *Worker) restart(old *process, crash *CrashError, done chan struct{}) {
+func (w *Worker) restart(old *proc.Process, crash *CrashError, done chan struct{}) {
 	defer close(done)
-	if !old.hasExited() {
-		old.stop(w.cfg.grace)
+	if !old.HasExited() {
+		old.Stop(w.cfg.grace)
 	}
-	removeSocket(w.addr)
+	transport.Remove(w.addr)
 	if w.dir != "" {
 		// A worker that exited cleanly removed its private directory.
 		os.Mkdir(w.dir, 0o700)
@@ -166,13 +122,13 @@ func (w *Worker) restart(old *process, crash *CrashError, done chan struct{}) {
 		return
 	}
 	if w.closing {
-		go func() { c.Close(); p.stop(w.cfg.grace) }()
+		go func() { c.Close(); p.Stop(w.cfg.grace) }()
 		return
 	}
 	w.proc, w.client, w.peer = p, c, c.peer
 	go w.watch(p, c)
 	if f := w.cfg.crash.OnRestart; f != nil {
-		go f(crash, p.pid)
+		go f(crash, p.Pid())
 	}
 }
 
@@ -244,7 +200,7 @@ func (w *Worker) Pid() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.proc != nil {
-		return w.proc.pid
+		return w.proc.Pid()
 	}
 	return w.peer.pid
 }
@@ -255,9 +211,9 @@ func (w *Worker) IsActive() bool {
 	p, pid, closing := w.proc, w.peer.pid, w.closing
 	w.mu.Unlock()
 	if p != nil {
-		return !p.hasExited()
+		return !p.HasExited()
 	}
-	return !closing && alive(pid)
+	return !closing && proc.Alive(pid)
 }
 
 // IsConnected reports whether the host is connected to the worker.
@@ -334,11 +290,11 @@ func (w *Worker) dial(ctx context.Context) (*Client, error) {
 	w.mu.Unlock()
 	lost := func(cause error) error { return &CrashError{Pid: peerPid, ExitCode: -1, Err: cause} }
 	if p != nil {
-		lost = p.lostConn
+		lost = lostConn(p)
 	}
 	var c *Client
 	err := w.cfg.connect.retry(ctx, nil, func() (bool, error) {
-		conn, err := dial(ctx, w.addr)
+		conn, err := transport.Dial(ctx, w.addr)
 		if err != nil {
 			return false, err
 		}
@@ -372,10 +328,10 @@ func (w *Worker) close() {
 	if p != nil {
 		// Nobody needs the socket any more: it goes while the process
 		// exits, rather than after; the worker, told, leaves it to us.
-		p.closingInOrder()
+		p.ClosingInOrder()
 		cleaned = make(chan struct{})
 		go func() {
-			removeSocket(w.addr)
+			transport.Remove(w.addr)
 			w.removeDir()
 			close(cleaned)
 		}()
@@ -391,10 +347,10 @@ func (w *Worker) close() {
 		<-c.Done()
 	}
 	if p != nil {
-		p.stop(w.cfg.grace)
+		p.Stop(w.cfg.grace)
 		<-cleaned
-	} else if w.peer.pid != 0 && !waitGone(w.peer.pid, w.cfg.grace) {
-		killPid(w.peer.pid)
+	} else if w.peer.pid != 0 && !proc.WaitGone(w.peer.pid, w.cfg.grace) {
+		proc.KillPid(w.peer.pid)
 	}
 	w.removeDir()
 	w.cfg.log.debug("worker closed", "id", w.id)
@@ -436,61 +392,4 @@ func (w *Worker) removeDir() {
 	if w.dir != "" {
 		os.RemoveAll(w.dir)
 	}
-}
-
-// waitGone waits up to d for a process that is not our child to exit (it
-// cannot be waited for, only polled), and reports whether it did.
-func waitGone(pid int, d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for wait := time.Millisecond; alive(pid); wait = min(2*wait, 50*time.Millisecond) {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(wait)
-	}
-	return true
-}
-
-// Token returns a string that lets another process Attach to this worker:
-// its address, identity and secret. Treat it as a credential.
-func (w *Worker) Token() string {
-	b, _ := json.Marshal(token{Addr: w.addr, ID: w.id, Secret: w.secret, Pid: w.Pid()})
-	return base64.RawURLEncoding.EncodeToString(b)
-}
-
-type token struct {
-	Addr   string `json:"addr"`
-	ID     string `json:"id"`
-	Secret string `json:"secret"`
-	Pid    int    `json:"pid"`
-}
-
-// Attach connects to a running worker, typically a detached one started by
-// another host process, from the Token that host handed over. It verifies
-// that the worker at the address is the same one (its identity and secret),
-// never trusting a bare pid. The returned Worker has no process of its own:
-// Close asks the worker to exit, Disconnect leaves it running, and if it
-// dies, calls fail with a *CrashError.
-func Attach(ctx context.Context, tok string, opts *Options) (*Worker, error) {
-	raw, err := base64.RawURLEncoding.DecodeString(tok)
-	var t token
-	if err == nil {
-		err = json.Unmarshal(raw, &t)
-	}
-	if err != nil || t.Addr == "" || t.ID == "" {
-		return nil, fmt.Errorf("worker: Attach: malformed token")
-	}
-	w := newWorker(opts.resolve())
-	w.id, w.secret, w.addr = t.ID, t.Secret, t.Addr
-	c, err := w.dial(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("worker: Attach: %w", err)
-	}
-	if !c.peer.extended || c.peer.id != t.ID {
-		c.Close()
-		return nil, fmt.Errorf("worker: Attach: %w: the worker did not prove its identity", ErrUnauthorized)
-	}
-	w.client, w.peer = c, c.peer
-	go w.watch(nil, c)
-	return w, nil
 }

@@ -27,11 +27,11 @@ func init() {
 			return spawnLib(ctx, "worker-json", nil)
 		}},
 		Subject{Name: "worker (Binary)", ID: "worker-binary", Spawn: func(ctx context.Context) (Client, error) {
-			return spawnLib(ctx, "worker-binary", &worker.Options{Serializer: worker.Binary{}})
+			return spawnLib(ctx, "worker-binary", &worker.Options{Serializer: worker.Binary})
 		}},
 	)
 	childRoles["worker-json"] = func() { libChild(nil) }
-	childRoles["worker-binary"] = func() { libChild(&worker.ServerOptions{Serializer: worker.Binary{}}) }
+	childRoles["worker-binary"] = func() { libChild(&worker.ServerOptions{Serializer: worker.Binary}) }
 }
 
 type libClient struct{ w *worker.Worker }

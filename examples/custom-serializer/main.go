@@ -25,8 +25,8 @@ const envSerializer = "EXAMPLE_SERIALIZER"
 // serializers are the formats this binary can speak, by the name used in
 // envSerializer.
 var serializers = map[string]worker.Serializer{
-	"json":   worker.JSON{},
-	"binary": worker.Binary{},
+	"json":   worker.JSON,
+	"binary": worker.Binary,
 	"rs":     RecordSeparatorJSON{},
 }
 
@@ -51,7 +51,7 @@ func main() {
 	// 2. The built-in Binary serializer: CBOR payloads in length-prefixed
 	// frames. A []byte payload travels as raw bytes.
 	fmt.Println("== worker.Binary on both sides")
-	w = spawn(ctx, "binary", worker.Binary{})
+	w = spawn(ctx, "binary", worker.Binary)
 	data := []byte(strings.Repeat("isolated workers ", 4096))
 	sum, err := worker.Call(ctx, w, ComputeChecksum, data)
 	if err != nil {
@@ -75,7 +75,7 @@ func main() {
 	}
 	cmd := exec.Command(exe)
 	cmd.Env = append(os.Environ(), envSerializer+"=json")
-	w, err = worker.Spawn(ctx, cmd, &worker.Options{Serializer: worker.Binary{}})
+	w, err = worker.Spawn(ctx, cmd, &worker.Options{Serializer: worker.Binary})
 	switch {
 	case err == nil:
 		w.Close()

@@ -59,7 +59,7 @@ func run() {
 	}
 
 	// Nothing listens at the worker's address any more.
-	_, err = worker.Attach(context.Background(), token, &worker.Options{Connect: worker.Retry{Attempts: 1}})
+	_, err = worker.Attach(context.Background(), token, &worker.Options{ConnectAttempts: 1})
 	if err == nil {
 		stop(token)
 		log.Fatal("the worker outlived host 2's Close")

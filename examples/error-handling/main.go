@@ -59,7 +59,7 @@ func main() {
 	err = callVoid(ctx, w, Explode, "kaboom")
 	fmt.Println("explode:", err)
 	if errors.As(err, &re) {
-		fmt.Printf("  RemoteError: name=%q code=%q (worker.CodePanic=%q)\n", re.Name, re.Code, worker.CodePanic)
+		fmt.Printf("  RemoteError: name=%q code=%q, matches worker.ErrPanic: %v\n", re.Name, re.Code, errors.Is(err, worker.ErrPanic))
 		// The stack is the worker goroutine's, as runtime/debug.Stack
 		// formats it; show the frame of the handler that panicked.
 		lines := strings.Split(re.Stack, "\n")

@@ -62,13 +62,13 @@ func main() {
 
 // logging prints every message that passes, with the side it runs on.
 func logging(side string) worker.Middleware {
-	return func(ctx context.Context, dir worker.Direction, m *worker.Message) error {
+	return func(ctx context.Context, m *worker.Message) error {
 		arrow := ">>>"
-		if dir == worker.Incoming {
+		if m.Incoming {
 			arrow = "<<<"
 		}
-		fmt.Printf("[%s log] %s %s %s %s tx=%s payload=%s\n",
-			side, arrow, dir, m.Kind, m.Type, short(m.Tx), m.Payload)
+		fmt.Printf("[%s log] %s %s tx=%s payload=%s\n",
+			side, arrow, m.Type, short(m.Tx), m.Payload)
 		return nil
 	}
 }
@@ -82,8 +82,8 @@ func short(tx string) string { return tx[:min(8, len(tx))] }
 func addTraceID() worker.Middleware {
 	n := 0
 	var mu sync.Mutex
-	return func(ctx context.Context, dir worker.Direction, m *worker.Message) error {
-		if dir != worker.Outgoing || m.Kind != worker.KindRequest {
+	return func(ctx context.Context, m *worker.Message) error {
+		if m.Incoming { // on the host, what goes out is a request
 			return nil
 		}
 		var fields map[string]any
@@ -106,16 +106,13 @@ func addTraceID() worker.Middleware {
 // coming in, pairing them by transaction id.
 func timing() worker.Middleware {
 	var started sync.Map // tx -> time.Time
-	return func(ctx context.Context, dir worker.Direction, m *worker.Message) error {
-		switch {
-		case dir == worker.Outgoing && m.Kind == worker.KindRequest:
+	return func(ctx context.Context, m *worker.Message) error {
+		if !m.Incoming {
 			started.Store(m.Tx, time.Now())
-		case dir == worker.Incoming:
-			if t, ok := started.LoadAndDelete(m.Tx); ok {
-				// The duration varies from run to run; round it for the trace.
-				d := time.Since(t.(time.Time))
-				fmt.Printf("[host timing] %s took %s\n", strings.TrimSuffix(m.Type, "Result"), roundUp(d))
-			}
+		} else if t, ok := started.LoadAndDelete(m.Tx); ok {
+			// The duration varies from run to run; round it for the trace.
+			d := time.Since(t.(time.Time))
+			fmt.Printf("[host timing] %s took %s\n", strings.TrimSuffix(m.Type, "Result"), roundUp(d))
 		}
 		return nil
 	}
@@ -147,8 +144,8 @@ func newServer() *worker.Server {
 // after logging, so the worker's log shows the reply before the stamp; the
 // host's log shows it after.
 func stampServedBy() worker.Middleware {
-	return func(ctx context.Context, dir worker.Direction, m *worker.Message) error {
-		if dir != worker.Outgoing || m.Kind != worker.KindResult || m.Payload == nil {
+	return func(ctx context.Context, m *worker.Message) error {
+		if m.Incoming || !strings.HasSuffix(m.Type, "Result") || m.Payload == nil {
 			return nil
 		}
 		var fields map[string]any

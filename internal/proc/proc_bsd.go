@@ -1,6 +1,6 @@
 //go:build unix && !linux
 
-package worker
+package proc
 
 import (
 	"os/exec"
@@ -11,11 +11,13 @@ import (
 // signal, so a worker watches its lifeline pipe instead.
 func prepareOS(*syscall.SysProcAttr, bool) {}
 
-func startProcess(cmd *exec.Cmd, _ bool) (*process, error) {
+func startProcess(cmd *exec.Cmd, _ bool) (*Process, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	p := &process{cmd: cmd, pid: cmd.Process.Pid, exited: make(chan struct{})}
+	p := newProcess(cmd)
+	p.pid = cmd.Process.Pid
+	p.sys.pgid = p.pid
 	go p.wait()
 	return p, nil
 }

@@ -1,4 +1,4 @@
-package worker
+package wire
 
 import (
 	"bytes"
@@ -54,7 +54,7 @@ func TestWqueueManyWriters(t *testing.T) {
 	for _, kind := range []string{"pipe", "unix"} {
 		t.Run(kind, func(t *testing.T) {
 			a, b := testConnPair(t, kind)
-			q := &wqueue{conn: a, broken: func(error) { a.Close() }}
+			q := &WriteQueue{Conn: a, Broken: func(error) { a.Close() }}
 			done := make(chan map[int][]int)
 			go func() { done <- readFrames(t, b) }()
 			const writers, each = 16, 200
@@ -66,13 +66,13 @@ func TestWqueueManyWriters(t *testing.T) {
 					for seq := range each {
 						size := 16 + (w*31+seq*7)%300
 						if seq%50 == 49 {
-							size = coalesceMax + 100 // now and then a big one
+							size = CoalesceMax + 100 // now and then a big one
 						}
 						f, tail := testFrame(w, seq, size), []byte(nil)
 						if seq%100 == 99 {
 							f, tail = f[:100], f[100:] // and a big one in two parts
 						}
-						if _, _, err := q.write(nil, f, tail, time.Time{}, seq%3 == 0, true); err != nil {
+						if _, _, err := q.Write(nil, f, tail, time.Time{}, seq%3 == 0, true); err != nil {
 							t.Error(err)
 							return
 						}
@@ -80,7 +80,7 @@ func TestWqueueManyWriters(t *testing.T) {
 				}()
 			}
 			wg.Wait()
-			q.idle()
+			q.Idle()
 			a.Close()
 			got := <-done
 			for w := range writers {
@@ -103,20 +103,20 @@ func TestWqueueRemove(t *testing.T) {
 	a, b := newEnteringPipe() // a write blocks until it is read
 	defer b.Close()
 	var brokenCalls atomic.Int32
-	q := &wqueue{conn: a, broken: func(error) { brokenCalls.Add(1); a.Close() }}
+	q := &WriteQueue{Conn: a, Broken: func(error) { brokenCalls.Add(1); a.Close() }}
 	// The first frame is written directly and blocks: nobody reads yet.
 	first := make(chan error, 1)
-	go func() { _, _, err := q.write(nil, testFrame(0, 0, 40), nil, time.Time{}, true, true); first <- err }()
+	go func() { _, _, err := q.Write(nil, testFrame(0, 0, 40), nil, time.Time{}, true, true); first <- err }()
 	<-a.entered
 	var tickets []uint64
 	for seq := 1; seq <= 6; seq++ {
-		tk, _, err := q.write(nil, testFrame(0, seq, 40), nil, time.Time{}, false, true)
+		tk, _, err := q.Write(nil, testFrame(0, seq, 40), nil, time.Time{}, false, true)
 		if err != nil || tk == 0 {
 			t.Fatalf("queueing %d: ticket %d, %v", seq, tk, err)
 		}
 		tickets = append(tickets, tk)
 	}
-	if !q.remove(tickets[1]) { // frame 2, still queued
+	if !q.Remove(tickets[1]) { // frame 2, still queued
 		t.Fatal("a queued frame could not be taken back")
 	}
 	// Read the first frame and part of the second: the flusher is now
@@ -129,13 +129,13 @@ func TestWqueueRemove(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Frame 1 is partly written: it cannot be taken back; frame 4 can.
-	if q.remove(tickets[0]) {
+	if q.Remove(tickets[0]) {
 		t.Fatal("a frame partly written was taken back")
 	}
-	if !q.remove(tickets[3]) {
+	if !q.Remove(tickets[3]) {
 		t.Fatal("a frame in a blocked write could not be taken back")
 	}
-	go func() { q.idle(); a.Close() }()
+	go func() { q.Idle(); a.Close() }()
 	rest := readFrames(t, io.MultiReader(bytes.NewReader(buf), b))
 	if fmt.Sprint(rest[0]) != "[0 1 3 5 6]" {
 		t.Fatalf("frames arrived: %v, want [0 1 3 5 6]", rest[0])
@@ -149,21 +149,21 @@ func TestWqueueRemove(t *testing.T) {
 func TestWqueueBroken(t *testing.T) {
 	a, b := newEnteringPipe()
 	var brokenCalls atomic.Int32
-	q := &wqueue{conn: a, broken: func(error) { brokenCalls.Add(1); a.Close() }}
+	q := &WriteQueue{Conn: a, Broken: func(error) { brokenCalls.Add(1); a.Close() }}
 	go func() {
-		q.write(nil, testFrame(0, 0, 40), nil, time.Time{}, true, true) // blocks, then fails
+		q.Write(nil, testFrame(0, 0, 40), nil, time.Time{}, true, true) // blocks, then fails
 	}()
 	<-a.entered
 	big := make(chan error, 1)
 	go func() {
-		_, _, err := q.write(nil, testFrame(1, 0, coalesceMax+1), nil, time.Time{}, true, true)
+		_, _, err := q.Write(nil, testFrame(1, 0, CoalesceMax+1), nil, time.Time{}, true, true)
 		big <- err
 	}()
 	b.Close()
 	if err := <-big; err == nil {
 		t.Fatal("a big frame waiting to be written: no error after the stream broke")
 	}
-	if _, broken, err := q.write(nil, testFrame(2, 0, 40), nil, time.Time{}, true, true); err == nil || !broken {
+	if _, broken, err := q.Write(nil, testFrame(2, 0, 40), nil, time.Time{}, true, true); err == nil || !broken {
 		t.Fatalf("a write after the stream broke: %v, %v", broken, err)
 	}
 	if n := brokenCalls.Load(); n != 1 {
@@ -176,22 +176,22 @@ func TestWqueueBroken(t *testing.T) {
 func TestWqueueWaitAndTimeout(t *testing.T) {
 	a, b := newEnteringPipe()
 	defer b.Close()
-	q := &wqueue{conn: a, broken: func(error) { a.Close() }}
-	_, broken, err := q.write(nil, testFrame(0, 0, 40), nil, time.Now().Add(20*time.Millisecond), true, true)
+	q := &WriteQueue{Conn: a, Broken: func(error) { a.Close() }}
+	_, broken, err := q.Write(nil, testFrame(0, 0, 40), nil, time.Now().Add(20*time.Millisecond), true, true)
 	<-a.entered
 	var ne net.Error
 	if err == nil || broken || !errors.As(err, &ne) || !ne.Timeout() {
 		t.Fatalf("a write that nobody read: %v, %v; want a timeout that leaves the stream intact", broken, err)
 	}
 	// A big frame waits for a writer that blocks; done cuts the wait short.
-	go q.write(nil, testFrame(0, 1, 40), nil, time.Time{}, true, true)
+	go q.Write(nil, testFrame(0, 1, 40), nil, time.Time{}, true, true)
 	<-a.entered
 	done := make(chan struct{})
 	close(done)
-	if _, _, err := q.write(done, testFrame(1, 0, coalesceMax+1), nil, time.Time{}, true, true); err != errWaitCanceled {
+	if _, _, err := q.Write(done, testFrame(1, 0, CoalesceMax+1), nil, time.Time{}, true, true); err != ErrWaitCanceled {
 		t.Fatalf("waiting with done closed: %v", err)
 	}
-	go func() { q.idle(); a.Close() }()
+	go func() { q.Idle(); a.Close() }()
 	if got := readFrames(t, b); fmt.Sprint(got) != "map[0:[1]]" {
 		t.Fatalf("frames arrived: %v", got)
 	}

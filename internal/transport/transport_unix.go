@@ -1,6 +1,6 @@
 //go:build unix
 
-package worker
+package transport
 
 import (
 	"context"
@@ -14,9 +14,9 @@ import (
 // (104 bytes on macOS and the BSDs, including the terminating NUL).
 const maxSocketPath = 103
 
-// newSocketPath makes a directory that only the current user can enter
+// NewPath makes a directory that only the current user can enter
 // and returns a socket path inside it, short enough for sun_path.
-func newSocketPath() (path, dir string, err error) {
+func NewPath() (path, dir string, err error) {
 	for _, base := range []string{tempDir(), "/tmp"} {
 		dir, err = os.MkdirTemp(base, "iw-")
 		if err != nil {
@@ -27,7 +27,7 @@ func newSocketPath() (path, dir string, err error) {
 			return path, dir, os.Chmod(dir, 0o700)
 		}
 		os.Remove(dir)
-		err = fmt.Errorf("worker: socket path %q is longer than %d bytes", path, maxSocketPath)
+		err = fmt.Errorf("socket path %q is longer than %d bytes", path, maxSocketPath)
 	}
 	return "", "", err
 }
@@ -42,10 +42,10 @@ func tempDir() string {
 	return "/tmp"
 }
 
-// listen listens on a Unix socket at path, first removing a stale socket
+// Listen listens on a Unix socket at path, first removing a stale socket
 // left there by a dead worker (but never another kind of file). The socket
 // is made 0600, and removed when the listener closes.
-func listen(path string) (net.Listener, error) {
+func Listen(path string) (net.Listener, error) {
 	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
 		os.Remove(path)
 	}
@@ -60,13 +60,14 @@ func listen(path string) (net.Listener, error) {
 	return ln, nil
 }
 
-func dial(ctx context.Context, path string) (net.Conn, error) {
+// Dial connects to the socket at path.
+func Dial(ctx context.Context, path string) (net.Conn, error) {
 	var d net.Dialer
 	return d.DialContext(ctx, "unix", path)
 }
 
-// removeSocket removes a socket file that a dead worker left behind.
-func removeSocket(path string) {
+// Remove removes a socket file that a dead worker left behind.
+func Remove(path string) {
 	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
 		os.Remove(path)
 	}

@@ -1,4 +1,4 @@
-package worker
+package proc
 
 import (
 	"os"
@@ -34,8 +34,8 @@ func inheritPipes(*exec.Cmd, *os.File, *os.File) (readyFD, lifeFD int) { return 
 
 // startProcess starts a non-detached worker inside a kill-on-close job,
 // before it can run any code, so that none of its children escape.
-func startProcess(cmd *exec.Cmd, detached bool) (*process, error) {
-	p := &process{cmd: cmd, exited: make(chan struct{})}
+func startProcess(cmd *exec.Cmd, detached bool) (*Process, error) {
+	p := newProcess(cmd)
 	if detached {
 		if err := cmd.Start(); err != nil {
 			return nil, err
@@ -59,23 +59,23 @@ func startProcess(cmd *exec.Cmd, detached bool) (*process, error) {
 // terminate asks the worker to stop with a console break event to its
 // process group, the closest Windows has to SIGTERM. A worker is normally
 // stopped over its connection before this.
-func (p *process) terminate() error { return winproc.Interrupt(p.pid) }
+func (p *Process) terminate() error { return winproc.Interrupt(p.pid) }
 
 // kill terminates the worker and every process in its job.
-func (p *process) kill() error {
+func (p *Process) kill() error {
 	if p.sys.job != nil {
 		return p.sys.job.Terminate(1)
 	}
 	return p.cmd.Process.Kill()
 }
 
-func (p *process) release() {
+func (p *Process) release() {
 	if p.sys.job != nil {
 		p.sys.job.Close()
 	}
 }
 
-func killPid(pid int) error {
+func KillPid(pid int) error {
 	proc, err := os.FindProcess(pid)
 	if err != nil {
 		return err
@@ -84,8 +84,8 @@ func killPid(pid int) error {
 	return proc.Kill()
 }
 
-// alive reports whether a process with this pid is running.
-func alive(pid int) bool {
+// Alive reports whether a process with this pid is running.
+func Alive(pid int) bool {
 	if pid <= 0 {
 		return false
 	}

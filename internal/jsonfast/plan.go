@@ -1,4 +1,4 @@
-package worker
+package jsonfast
 
 import (
 	"encoding"
@@ -12,13 +12,12 @@ import (
 	"unsafe"
 )
 
-// A fast path of the JSON serializer for the plain payloads most messages
-// carry: a pointer to a struct whose exported fields are strings, bools and
-// integers (or to one such value). For those, encoding and decoding go
-// through a plan made once per type, with no reflection per call. The plan
-// only takes what it is sure to treat exactly as encoding/json does (see
-// planFor and the parsers below); anything else, in a type or in a payload,
-// goes to encoding/json.
+// The plan path: for a pointer to a struct whose exported fields are
+// strings, bools and integers (or to one such value), encoding and decoding
+// go through a plan made once per type, with no reflection per call. The
+// plan only takes what it is sure to treat exactly as encoding/json does
+// (see planFor and the parsers below); anything else, in a type or in a
+// payload, goes to encoding/json.
 
 // jsonPlan encodes and decodes one type of value (the pointed-to type of
 // the payload).

@@ -1,6 +1,6 @@
 //go:build unix
 
-package worker
+package proc
 
 import (
 	"errors"
@@ -37,33 +37,38 @@ func inheritPipes(cmd *exec.Cmd, readyW, lifeR *os.File) (readyFD, lifeFD int) {
 	return readyFD, lifeFD
 }
 
-// procSys has nothing on Unix: the process group is the pid.
-type procSys struct{}
+// procSys holds, on Unix, the worker's process group: it has the worker's
+// pid as its id (see prepare), and outlives the worker while the worker's
+// children are in it.
+type procSys struct{ pgid int }
 
 // lifelinePipe tells that workers get an inherited lifeline pipe.
 const lifelinePipe = true
 
 // terminate asks the worker's process group to stop.
-func (p *process) terminate() error { return signalGroup(p.pid, syscall.SIGTERM) }
+func (p *Process) terminate() error { return signalGroup(p.sys.pgid, syscall.SIGTERM) }
 
 // kill kills the worker's process group. Once the worker is reaped its
 // pid may belong to another process, so only the group is signalled then:
 // a process group id is never reused while the group has members.
-func (p *process) kill() error {
-	if p.hasExited() {
-		return syscall.Kill(-p.pid, syscall.SIGKILL)
+func (p *Process) kill() error {
+	if p.HasExited() {
+		return syscall.Kill(-p.sys.pgid, syscall.SIGKILL)
 	}
-	return signalGroup(p.pid, syscall.SIGKILL)
+	return signalGroup(p.sys.pgid, syscall.SIGKILL)
 }
 
-func (p *process) release() {}
+func (p *Process) release() {}
 
-// killPid kills a process that is not our child (an attached worker).
-func killPid(pid int) error { return syscall.Kill(pid, syscall.SIGKILL) }
+// KillPid kills a process that is not our child (an attached worker).
+func KillPid(pid int) error { return syscall.Kill(pid, syscall.SIGKILL) }
+
+// errNoProcess is returned when signalling a process that was never started.
+var errNoProcess = errors.New("no process")
 
 func signalGroup(pid int, sig syscall.Signal) error {
 	if pid <= 0 {
-		return errors.New("worker: no process")
+		return errNoProcess
 	}
 	if err := syscall.Kill(-pid, sig); err == nil {
 		return nil
@@ -71,9 +76,9 @@ func signalGroup(pid int, sig syscall.Signal) error {
 	return syscall.Kill(pid, sig)
 }
 
-// alive reports whether a process with this pid exists and has not
+// Alive reports whether a process with this pid exists and has not
 // exited: a zombie waiting for its parent to reap it counts as gone.
-func alive(pid int) bool {
+func Alive(pid int) bool {
 	return pid > 0 && syscall.Kill(pid, 0) != syscall.ESRCH && !zombie(pid)
 }
 

@@ -1,6 +1,6 @@
 //go:build darwin || freebsd
 
-package worker
+package transport
 
 import (
 	"fmt"
@@ -9,9 +9,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// checkPeer refuses a connection from another user: LOCAL_PEERCRED (what
+// CheckPeer refuses a connection from another user: LOCAL_PEERCRED (what
 // getpeereid(3) reads) tells the uid at the other end of a Unix socket.
-func checkPeer(conn net.Conn) error {
+func CheckPeer(conn net.Conn) error {
 	return withFD(conn, func(fd int) error {
 		cred, err := unix.GetsockoptXucred(fd, unix.SOL_LOCAL, unix.LOCAL_PEERCRED)
 		if err != nil {

@@ -1,4 +1,4 @@
-package worker
+package wire
 
 import (
 	"errors"
@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// wqueue writes the frames of many goroutines to one connection, with
+// WriteQueue writes the frames of many goroutines to one connection, with
 // group commit under load.
 //
 // A goroutine that finds nobody writing, and expects no other frame soon
@@ -26,25 +26,25 @@ import (
 // interrupted (through the write deadline) and resumed without it.
 //
 // Memory is bounded: past queueMax queued bytes, writers wait. A frame
-// larger than coalesceMax is never copied: its writer waits until nobody
+// larger than CoalesceMax is never copied: its writer waits until nobody
 // writes and writes it itself; while it waits, nobody else queues, so that
 // the queue drains. Waiting is cut short when the writer's done channel
 // closes; the frame is then not sent.
 const (
-	coalesceMax = 32 << 10
+	CoalesceMax = 32 << 10
 	queueMax    = 64 << 10
 )
 
-type wqueue struct {
-	conn net.Conn
-	// broken is called, once, by the goroutine that finds that a write
+type WriteQueue struct {
+	Conn net.Conn
+	// Broken is called, once, by the goroutine that finds that a write
 	// failed in a way that breaks the stream (anything but a timeout before
 	// the first byte of a frame); it must close the connection.
-	broken func(error)
-	// timeoutsBreak makes every failed write break the stream, timeouts
-	// before the first byte included (a Server's replies have no deadline:
-	// a timeout there comes from a shutdown giving up on a stuck host).
-	timeoutsBreak bool
+	Broken func(error)
+	// TimeoutsBreak makes every failed write break the stream, timeouts
+	// before the first byte included (a server's replies have no deadline:
+	// a timeout there comes from a shutdown giving up on a stuck peer).
+	TimeoutsBreak bool
 
 	mu     sync.Mutex
 	writer writer
@@ -81,9 +81,9 @@ type batch struct {
 	ids  []uint64
 }
 
-// errWaitCanceled reports that done was closed before the frame could be
+// ErrWaitCanceled reports that done was closed before the frame could be
 // written or queued; nothing of it was sent.
-var errWaitCanceled = errors.New("worker: gave up waiting to write")
+var ErrWaitCanceled = errors.New("gave up waiting to write")
 
 // aLongTimeAgo is a deadline that interrupts a write at once.
 var aLongTimeAgo = time.Unix(1, 0)
@@ -93,89 +93,19 @@ var aLongTimeAgo = time.Unix(1, 0)
 // queued (a queued frame that later fails to go out breaks the stream,
 // which its writer learns from the connection); ticket, when not 0, takes
 // a queued frame back (see remove) if removable is set. Otherwise frame
-// was not sent, and err is errWaitCanceled when done closed while waiting;
+// was not sent, and err is ErrWaitCanceled when done closed while waiting;
 // a timeout (broken false) when deadline passed before any byte of it was
 // written, which leaves the stream intact; or the error that broke the
-// stream (broken true; q.broken has been called).
+// stream (broken true; q.Broken has been called).
 //
 // deadline, if not zero, bounds the write of frame when this goroutine
 // writes it itself.
-func (q *wqueue) write(done <-chan struct{}, frame, tail []byte, deadline time.Time, alone, removable bool) (ticket uint64, broken bool, err error) {
-	big := len(frame)+len(tail) > coalesceMax
-	q.mu.Lock()
-	for {
-		if q.err != nil {
-			err = q.err
-			q.mu.Unlock()
-			return 0, true, err
-		}
-		if q.writer == noWriter && (big || alone && q.bigWaiting == 0) {
-			break
-		}
-		if !big && q.bigWaiting == 0 && len(q.queued)+len(frame) <= queueMax {
-			if removable {
-				q.nextID++
-				ticket = q.nextID
-			}
-			q.queued = append(q.queued, frame...)
-			q.ends = append(q.ends, len(q.queued))
-			q.ids = append(q.ids, ticket)
-			if q.writer == noWriter {
-				q.writer = flusher
-				go q.flush()
-			}
-			q.mu.Unlock()
-			return ticket, false, nil
-		}
-		wake := q.waitChan()
-		if big {
-			q.bigWaiting++
-		}
-		q.mu.Unlock()
-		canceled := false
-		select {
-		case <-wake:
-		case <-done:
-			canceled = true
-		}
-		q.mu.Lock()
-		if big {
-			q.bigWaiting--
-		}
-		if canceled {
-			if big && q.bigWaiting == 0 {
-				q.signal() // the small writers held back for it may go on
-			}
-			q.mu.Unlock()
-			return 0, false, errWaitCanceled
-		}
+func (q *WriteQueue) Write(done <-chan struct{}, frame, tail []byte, deadline time.Time, alone, removable bool) (ticket uint64, broken bool, err error) {
+	ticket, queued, err := q.queueOrWait(done, frame, tail, alone, removable)
+	if queued || err != nil {
+		return ticket, err != nil && err != ErrWaitCanceled, err
 	}
-	q.writer = directWriter
-	q.mu.Unlock()
-
-	if !deadline.IsZero() {
-		q.conn.SetWriteDeadline(deadline)
-	}
-	var interrupt *writeInterrupt
-	if deadline.IsZero() && done != nil {
-		interrupt = q.interruptOn(done) // a cancellation without a deadline
-	}
-	var n int
-	if tail == nil {
-		n, err = q.conn.Write(frame)
-	} else {
-		bufs := net.Buffers{frame, tail} // one writev where the connection has it
-		var n64 int64
-		n64, err = bufs.WriteTo(q.conn)
-		n = int(n64)
-	}
-	if interrupt.stop() || !deadline.IsZero() {
-		q.conn.SetWriteDeadline(time.Time{})
-	}
-	if err != nil && (n > 0 || !isTimeout(err) || q.timeoutsBreak) {
-		broken = true
-		q.fail(err)
-	}
+	broken, err = q.writeDirect(done, frame, tail, deadline)
 	q.mu.Lock()
 	if len(q.queued) > 0 && q.err == nil {
 		q.writer = flusher
@@ -188,6 +118,103 @@ func (q *wqueue) write(done <-chan struct{}, frame, tail []byte, deadline time.T
 	return 0, broken, err
 }
 
+// queueOrWait queues frame (queued is true) or waits until this goroutine
+// may write it itself (queued and err are zero: it is then the direct
+// writer). err is ErrWaitCanceled when done closed first, or the error
+// that broke the stream.
+func (q *WriteQueue) queueOrWait(done <-chan struct{}, frame, tail []byte, alone, removable bool) (ticket uint64, queued bool, err error) {
+	big := len(frame)+len(tail) > CoalesceMax
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for {
+		if q.err != nil {
+			return 0, false, q.err
+		}
+		if q.writer == noWriter && (big || alone && q.bigWaiting == 0) {
+			q.writer = directWriter
+			return 0, false, nil
+		}
+		if !big && q.bigWaiting == 0 && len(q.queued)+len(frame) <= queueMax {
+			return q.enqueue(frame, removable), true, nil
+		}
+		if !q.waitLocked(done, big) {
+			return 0, false, ErrWaitCanceled
+		}
+	}
+}
+
+// enqueue appends frame to the queue and starts the flusher if nobody
+// writes. It needs q.mu.
+func (q *WriteQueue) enqueue(frame []byte, removable bool) (ticket uint64) {
+	if removable {
+		q.nextID++
+		ticket = q.nextID
+	}
+	q.queued = append(q.queued, frame...)
+	q.ends = append(q.ends, len(q.queued))
+	q.ids = append(q.ids, ticket)
+	if q.writer == noWriter {
+		q.writer = flusher
+		go q.flush()
+	}
+	return ticket
+}
+
+// waitLocked waits, with q.mu released meanwhile, for the queue to change;
+// it reports false if done closed first. A big frame's writer is counted
+// while it waits, so that nobody else queues and the queue drains.
+func (q *WriteQueue) waitLocked(done <-chan struct{}, big bool) bool {
+	wake := q.waitChan()
+	if big {
+		q.bigWaiting++
+	}
+	q.mu.Unlock()
+	canceled := false
+	select {
+	case <-wake:
+	case <-done:
+		canceled = true
+	}
+	q.mu.Lock()
+	if big {
+		q.bigWaiting--
+		if canceled && q.bigWaiting == 0 {
+			q.signal() // the small writers held back for it may go on
+		}
+	}
+	return !canceled
+}
+
+// writeDirect writes frame and tail on the connection, as the direct
+// writer, bounded by deadline or, without one, interrupted when done
+// closes. It reports whether the failure, if any, broke the stream.
+func (q *WriteQueue) writeDirect(done <-chan struct{}, frame, tail []byte, deadline time.Time) (broken bool, err error) {
+	if !deadline.IsZero() {
+		q.Conn.SetWriteDeadline(deadline)
+	}
+	var interrupt *writeInterrupt
+	if deadline.IsZero() && done != nil {
+		interrupt = q.interruptOn(done) // a cancellation without a deadline
+	}
+	var n int
+	if tail == nil {
+		n, err = q.Conn.Write(frame)
+	} else {
+		bufs := net.Buffers{frame, tail} // one writev where the connection has it
+		var n64 int64
+		n64, err = bufs.WriteTo(q.Conn)
+		n = int(n64)
+	}
+	if interrupt.stop() || !deadline.IsZero() {
+		q.Conn.SetWriteDeadline(time.Time{})
+	}
+	if err != nil && (n > 0 || !IsTimeout(err) || q.TimeoutsBreak) {
+		q.fail(err)
+		return true, err
+	}
+	return false, err
+}
+
 // writeInterrupt cuts a blocked direct write short when its caller's
 // context is cancelled: a context without a deadline cannot bound the
 // write through the connection's write deadline by itself.
@@ -196,14 +223,14 @@ type writeInterrupt struct {
 	fired        bool
 }
 
-func (q *wqueue) interruptOn(done <-chan struct{}) *writeInterrupt {
+func (q *WriteQueue) interruptOn(done <-chan struct{}) *writeInterrupt {
 	w := &writeInterrupt{quit: make(chan struct{}), exited: make(chan struct{})}
 	go func() {
 		defer close(w.exited)
 		select {
 		case <-done:
 			w.fired = true
-			q.conn.SetWriteDeadline(time.Unix(1, 0))
+			q.Conn.SetWriteDeadline(time.Unix(1, 0))
 		case <-w.quit:
 		}
 	}()
@@ -222,7 +249,7 @@ func (w *writeInterrupt) stop() bool {
 }
 
 // flush writes the queue, batch after batch, until it is empty.
-func (q *wqueue) flush() {
+func (q *WriteQueue) flush() {
 	for {
 		// The goroutines made runnable with this one (the callers woken by
 		// one read of replies, the handlers of one read of requests) run
@@ -239,16 +266,16 @@ func (q *wqueue) flush() {
 		q.signal() // room in the queue
 		q.mu.Unlock()
 
-		n, err := q.conn.Write(b.b)
+		n, err := q.Conn.Write(b.b)
 
 		q.mu.Lock()
 		q.flying = nil
 		interrupted := q.interrupting
 		if interrupted {
-			q.conn.SetWriteDeadline(time.Time{})
+			q.Conn.SetWriteDeadline(time.Time{})
 			q.interrupting = false
 		}
-		if err != nil && !(interrupted && isTimeout(err)) {
+		if err != nil && !(interrupted && IsTimeout(err)) {
 			q.mu.Unlock()
 			q.fail(err)
 			q.mu.Lock()
@@ -256,7 +283,7 @@ func (q *wqueue) flush() {
 		}
 		if n < len(b.b) {
 			q.requeue(b, n)
-		} else if cap(b.b) <= 2*coalesceMax {
+		} else if cap(b.b) <= 2*CoalesceMax {
 			q.spare = batch{b.b[:0], b.ends[:0], b.ids[:0]}
 		}
 		q.signal() // removers waiting for the write to return
@@ -271,7 +298,7 @@ func (q *wqueue) flush() {
 // left of batch b after its first n bytes, less the frames taken back
 // meanwhile. The rest of a frame cut in the middle cannot be taken back.
 // It needs q.mu.
-func (q *wqueue) requeue(b batch, n int) {
+func (q *WriteQueue) requeue(b batch, n int) {
 	k := 0
 	for k < len(b.ends) && b.ends[k] <= n {
 		k++
@@ -308,7 +335,7 @@ func frameStart(ends []int, i int) int {
 	return ends[i-1]
 }
 
-func (q *wqueue) takeUnwanted(id uint64) bool {
+func (q *WriteQueue) takeUnwanted(id uint64) bool {
 	if i := slices.Index(q.unwanted, id); i >= 0 {
 		q.unwanted = slices.Delete(q.unwanted, i, i+1)
 		return true
@@ -318,7 +345,7 @@ func (q *wqueue) takeUnwanted(id uint64) bool {
 
 // remove takes back the queued frame of ticket, unless its writing has
 // begun. It reports whether it did: the frame will never be sent.
-func (q *wqueue) remove(ticket uint64) bool {
+func (q *WriteQueue) Remove(ticket uint64) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for {
@@ -347,7 +374,7 @@ func (q *wqueue) remove(ticket uint64) bool {
 		}
 		if !q.interrupting {
 			q.interrupting = true
-			q.conn.SetWriteDeadline(aLongTimeAgo)
+			q.Conn.SetWriteDeadline(aLongTimeAgo)
 		}
 		wake := q.waitChan()
 		q.mu.Unlock()
@@ -357,7 +384,7 @@ func (q *wqueue) remove(ticket uint64) bool {
 }
 
 // idle waits until nothing is queued or being written, or the stream broke.
-func (q *wqueue) idle() {
+func (q *WriteQueue) Idle() {
 	q.mu.Lock()
 	for q.err == nil && q.writer != noWriter {
 		wake := q.waitChan()
@@ -369,7 +396,7 @@ func (q *wqueue) idle() {
 }
 
 // fail records that the stream broke and tells the owner, once.
-func (q *wqueue) fail(err error) {
+func (q *WriteQueue) fail(err error) {
 	q.mu.Lock()
 	first := q.err == nil
 	if first {
@@ -380,12 +407,12 @@ func (q *wqueue) fail(err error) {
 	}
 	q.mu.Unlock()
 	if first {
-		q.broken(err)
+		q.Broken(err)
 	}
 }
 
 // waitChan returns a channel that signal closes. It needs q.mu.
-func (q *wqueue) waitChan() chan struct{} {
+func (q *WriteQueue) waitChan() chan struct{} {
 	if q.wake == nil {
 		q.wake = make(chan struct{})
 	}
@@ -393,14 +420,14 @@ func (q *wqueue) waitChan() chan struct{} {
 }
 
 // signal wakes the waiting writers. It needs q.mu.
-func (q *wqueue) signal() {
+func (q *WriteQueue) signal() {
 	if q.wake != nil {
 		close(q.wake)
 		q.wake = nil
 	}
 }
 
-func isTimeout(err error) bool {
+func IsTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }

@@ -1,18 +1,20 @@
-package worker
+package proc
 
 import "sync"
 
-// tail keeps the last bytes written to it: the end of a worker's stderr,
+// Tail keeps the last bytes written to it: the end of a worker's stderr,
 // for the errors that report its death.
-type tail struct {
+type Tail struct {
 	mu  sync.Mutex
 	buf []byte
 	max int
 }
 
-func newTail(max int) *tail { return &tail{max: max} }
+// NewTail returns a Tail that keeps the last max bytes.
+func NewTail(max int) *Tail { return &Tail{max: max} }
 
-func (t *tail) Write(p []byte) (int, error) {
+// Write keeps the end of p; it never fails.
+func (t *Tail) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	n := len(p)
@@ -27,7 +29,8 @@ func (t *tail) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-func (t *tail) String() string {
+// String returns the bytes kept; "" for a nil Tail.
+func (t *Tail) String() string {
 	if t == nil {
 		return ""
 	}

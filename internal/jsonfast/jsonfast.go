@@ -1,15 +1,22 @@
-package worker
+// Package jsonfast encodes and decodes the JSON payloads of the library's
+// default serializer: exactly what encoding/json produces and accepts, with
+// characters outside ASCII escaped (a TypeScript receiver decodes UTF-8 per
+// chunk and could split one), but without encoding/json's per-call
+// allocations and, for byte slices, its generic scanning of a long base64
+// string. The plain payloads most messages carry (a pointer to a struct of
+// strings, bools and integers) go through a plan made once per type, with
+// no reflection per call; anything else goes to encoding/json.
+package jsonfast
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"io"
 	"sync"
-)
 
-// Fast paths of the JSON serializer. Their output and results are exactly
-// those of encoding/json; they only avoid its per-call allocations and, for
-// byte slices, its generic scanning of a long base64 string.
+	"github.com/isolated-workers/worker/internal/wire"
+)
 
 // appendJSONBytes appends what encoding/json makes of a []byte: a base64
 // string, or null for a nil slice.
@@ -82,8 +89,8 @@ var jsonDecoders = sync.Pool{New: func() any {
 	return d
 }}
 
-// decodeJSON is json.Unmarshal(data, v), allocating only what v needs.
-func decodeJSON(data []byte, v any) error {
+// Decode is json.Unmarshal(data, v), allocating only what v needs.
+func Decode(data []byte, v any) error {
 	if b, ok := v.(*[]byte); ok && b != nil && decodeJSONBytes(data, b) {
 		return nil
 	}
@@ -109,4 +116,54 @@ func decodeJSON(data []byte, v any) error {
 	d.src.b = nil
 	jsonDecoders.Put(d)
 	return nil
+}
+
+type encoder struct {
+	buf bytes.Buffer
+	enc *json.Encoder
+}
+
+var encoders = sync.Pool{New: func() any {
+	e := &encoder{}
+	e.enc = json.NewEncoder(&e.buf)
+	e.enc.SetEscapeHTML(false)
+	return e
+}}
+
+// maxPooled bounds the buffers kept for reuse, so that one huge message does
+// not pin its memory for the life of the process.
+const maxPooled = 4 << 20
+
+// Append appends the encoding/json encoding of v to dst, with HTML left
+// alone and characters outside ASCII escaped.
+func Append(dst []byte, v any) ([]byte, error) {
+	switch b := v.(type) {
+	case *[]byte:
+		if b == nil {
+			return append(dst, "null"...), nil
+		}
+		return appendJSONBytes(dst, *b), nil
+	case []byte:
+		return appendJSONBytes(dst, b), nil
+	}
+	if pl, p := planned(v); pl != nil {
+		if out, ok := pl.encode(dst, p); ok {
+			return out, nil
+		}
+	}
+	e := encoders.Get().(*encoder)
+	e.buf.Reset()
+	err := e.enc.Encode(v)
+	if err == nil {
+		js := bytes.TrimSuffix(e.buf.Bytes(), []byte{'\n'})
+		if wire.IsASCII(js) {
+			dst = append(dst, js...)
+		} else {
+			dst = wire.AppendASCII(dst, js)
+		}
+	}
+	if e.buf.Cap() <= maxPooled {
+		encoders.Put(e)
+	}
+	return dst, err
 }

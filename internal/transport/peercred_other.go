@@ -1,9 +1,9 @@
 //go:build unix && !linux && !darwin && !freebsd
 
-package worker
+package transport
 
 import "net"
 
-// checkPeer has no portable way to read a peer's credentials on this
+// CheckPeer has no portable way to read a peer's credentials on this
 // system; the socket's 0700 directory and the per-spawn secret still apply.
-func checkPeer(net.Conn) error { return nil }
+func CheckPeer(net.Conn) error { return nil }

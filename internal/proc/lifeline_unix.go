@@ -1,25 +1,24 @@
 //go:build unix
 
-package worker
+package proc
 
 import (
 	"os"
 	"sync/atomic"
 	"syscall"
-
-	"github.com/isolated-workers/worker/internal/wire"
 )
 
-// watchHost calls gone when the host's end of the inherited lifeline pipe
-// closes: the host exited or died, on any Unix, SIGKILL included.
-func watchHost(d wire.StartupData, gone func()) {
-	if d.LifeFD <= 0 {
+// WatchHost calls gone when the host's end of the inherited lifeline pipe
+// (descriptor lifeFD, 0 if none) closes: the host exited or died, on any
+// Unix, SIGKILL included. hostPID is not needed on Unix.
+func WatchHost(lifeFD, hostPID int, gone func()) {
+	if lifeFD <= 0 {
 		return
 	}
 	// Non-blocking, the file is read through the runtime's poller instead
 	// of a thread of its own, blocked in read for the worker's life.
-	syscall.SetNonblock(d.LifeFD, true)
-	f := os.NewFile(uintptr(d.LifeFD), "lifeline")
+	syscall.SetNonblock(lifeFD, true)
+	f := os.NewFile(uintptr(lifeFD), "lifeline")
 	if f == nil {
 		return
 	}
@@ -44,13 +43,17 @@ func watchHost(d wire.StartupData, gone func()) {
 // socket itself (while the worker exits), which the worker need not do.
 var hostCleansUp atomic.Bool
 
-// closingInOrder tells the worker, through the lifeline, that this host is
+// HostCleansUp reports whether the host said, through the lifeline, that it
+// removes the worker's socket itself.
+func HostCleansUp() bool { return hostCleansUp.Load() }
+
+// ClosingInOrder tells the worker, through the lifeline, that this host is
 // closing it and removes its socket itself; closing the lifeline then is
 // the quickest way to have a worker go (it needs no teardown of its
 // connection first).
-func (p *process) closingInOrder() {
+func (p *Process) ClosingInOrder() {
 	if p.life != nil {
 		p.life.Write([]byte{1})
-		p.life.Close() // stop closes it again, to no effect
+		p.life.Close() // Stop closes it again, to no effect
 	}
 }

@@ -1,4 +1,4 @@
-package worker
+package proc
 
 import (
 	"bytes"
@@ -24,9 +24,9 @@ func prepareOS(a *syscall.SysProcAttr, detached bool) {
 // exits, not the process (golang/go#27505); a thread locked by a goroutine
 // that stays alive as long as the child cannot be retired by the runtime,
 // so the signal only comes when the host really dies.
-func startProcess(cmd *exec.Cmd, _ bool) (*process, error) {
+func startProcess(cmd *exec.Cmd, _ bool) (*Process, error) {
 	started := make(chan error, 1)
-	p := &process{cmd: cmd, exited: make(chan struct{})}
+	p := newProcess(cmd)
 	go func() {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
@@ -40,6 +40,7 @@ func startProcess(cmd *exec.Cmd, _ bool) (*process, error) {
 		return nil, err
 	}
 	p.pid = cmd.Process.Pid
+	p.sys.pgid = p.pid
 	return p, nil
 }
 

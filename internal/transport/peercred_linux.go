@@ -1,4 +1,4 @@
-package worker
+package transport
 
 import (
 	"fmt"
@@ -7,9 +7,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// checkPeer refuses a connection from another user: SO_PEERCRED tells
+// CheckPeer refuses a connection from another user: SO_PEERCRED tells
 // the uid of the process at the other end of a Unix socket.
-func checkPeer(conn net.Conn) error {
+func CheckPeer(conn net.Conn) error {
 	return withFD(conn, func(fd int) error {
 		cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
 		if err != nil {

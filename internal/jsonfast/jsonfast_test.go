@@ -1,4 +1,4 @@
-package worker
+package jsonfast
 
 import (
 	"bytes"
@@ -32,7 +32,7 @@ func TestJSONFastPathsMatchEncodingJSON(t *testing.T) {
 		for i, mk := range targets {
 			want, got := mk(), mk()
 			werr := json.Unmarshal([]byte(in), want)
-			gerr := decodeJSON([]byte(in), got)
+			gerr := Decode([]byte(in), got)
 			if fmt.Sprint(werr) != fmt.Sprint(gerr) || (werr == nil && !reflect.DeepEqual(want, got)) {
 				t.Errorf("%q into target %d: got %#v, %v; want %#v, %v", in, i, got, gerr, want, werr)
 			}
@@ -41,21 +41,21 @@ func TestJSONFastPathsMatchEncodingJSON(t *testing.T) {
 	// Decoders are reused: decode many values in a row.
 	for i := range 100 {
 		var s S
-		if err := decodeJSON([]byte(fmt.Sprintf(`{"a":"%d"}`, i)), &s); err != nil || s.A != fmt.Sprint(i) {
+		if err := Decode([]byte(fmt.Sprintf(`{"a":"%d"}`, i)), &s); err != nil || s.A != fmt.Sprint(i) {
 			t.Fatalf("%d: %v %q", i, err, s.A)
 		}
 	}
 	for _, b := range [][]byte{nil, {}, []byte("hello"), make([]byte, 1000)} {
 		want, _ := json.Marshal(b)
-		got, err := JSON{}.AppendPayload(nil, &b)
+		got, err := Append(nil, &b)
 		if err != nil || string(got) != string(want) {
 			t.Errorf("%q: got %s, want %s", b, got, want)
 		}
-		if got, _ = (JSON{}).AppendPayload(nil, b); string(got) != string(want) {
+		if got, _ = Append(nil, b); string(got) != string(want) {
 			t.Errorf("%q: got %s, want %s", b, got, want)
 		}
 	}
-	if got, _ := (JSON{}).AppendPayload(nil, (*[]byte)(nil)); string(got) != "null" {
+	if got, _ := Append(nil, (*[]byte)(nil)); string(got) != "null" {
 		t.Errorf("nil *[]byte: got %s", got)
 	}
 }
@@ -123,7 +123,7 @@ func checkPlanDecode(t *testing.T, in []byte) {
 	for i, mk := range planTargets {
 		want, got := mk(), mk()
 		werr := json.Unmarshal(in, want)
-		gerr := decodeJSON(in, got)
+		gerr := Decode(in, got)
 		if fmt.Sprint(werr) != fmt.Sprint(gerr) || (werr == nil && !reflect.DeepEqual(want, got)) {
 			t.Errorf("%q into target %d (%T): got %#v, %v; want %#v, %v", in, i, want, got, gerr, want, werr)
 		}
@@ -155,7 +155,7 @@ func FuzzJSONPlanDecode(f *testing.F) {
 
 func checkPlanEncode(t *testing.T, v any) {
 	want, werr := oldAppendPayload(v)
-	got, gerr := JSON{}.AppendPayload([]byte("x"), v)
+	got, gerr := Append([]byte("x"), v)
 	if fmt.Sprint(werr) != fmt.Sprint(gerr) || werr == nil && string(got) != "x"+string(want) {
 		t.Errorf("%#v: got %s, %v; want x%s, %v", v, got, gerr, want, werr)
 	}

@@ -1,0 +1,47 @@
+//go:build unix
+
+package proc
+
+import (
+	"bufio"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func signalIgnoreTerm() { signal.Ignore(syscall.SIGTERM) }
+
+// Stop reaches the worker's children: they are in its process group.
+func TestStopKillsTheGroup(t *testing.T) {
+	cmd := roleCmd(t, "spawn-grandchild")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, cmd)
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	grandchild, _ := strconv.Atoi(strings.TrimSpace(line))
+	if !Alive(grandchild) {
+		t.Fatalf("grandchild %d is not running", grandchild)
+	}
+	p.Stop(10 * time.Millisecond)
+	// The grandchild is not ours to reap: init does, once it is killed.
+	if !WaitGone(grandchild, 10*time.Second) {
+		t.Fatalf("grandchild %d survived Stop", grandchild)
+	}
+}
+
+func TestStatusNamesTheSignal(t *testing.T) {
+	p := start(t, roleCmd(t, "sleep"))
+	syscall.Kill(p.Pid(), syscall.SIGKILL)
+	<-p.Exited()
+	if st := p.Status(); st.ExitCode != -1 || st.Signal == "" {
+		t.Fatalf("status %+v; want the signal", st)
+	}
+}

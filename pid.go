@@ -1,5 +1,0 @@
-package worker
-
-import "os"
-
-var pid = os.Getpid()

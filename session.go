@@ -1,0 +1,223 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/isolated-workers/worker/internal/wire"
+)
+
+// session is one connection being served.
+type session struct {
+	s     *Server
+	conn  net.Conn
+	codec *codec
+	rd    *wire.Reader
+	ctx   context.Context
+	slots chan struct{}
+	wg    sync.WaitGroup
+	wq    wire.WriteQueue // the replies being written
+	// One goroutine at a time reads requests (the reader role). A request
+	// of a quick type (see handler.quick) it runs itself and then reads on,
+	// under a lease (see runLeased and watchLeases), so that small calls
+	// cost no goroutine switch at all. Of the others, while more requests
+	// are already buffered, it hands each one to an idle goroutine through
+	// work and reads on; the last one it runs itself, after passing the
+	// role on (a nil request on work), so that a lone request does not wait
+	// for a goroutine switch either. (A burst of quick requests is thus
+	// handled one after another on one core: for requests that short,
+	// faster than spreading them over goroutines.) Goroutines outlive
+	// their request, up to maxIdle of them waiting: a fresh goroutine would
+	// grow its stack again (decoding is deep). work is closed when the
+	// session has ended, and ended receives why the reading stopped.
+	work       chan *request
+	idle       atomic.Int32
+	ended      chan error
+	lease      atomic.Uint64           // the number of the lease held (no reader reads meanwhile); 0: none
+	leaseSeq   atomic.Uint64           // leases taken so far
+	leaseSeen  atomic.Uint64           // leaseSeq at the watch's previous look
+	leased     atomic.Pointer[handler] // the handler of the lease held
+	watching   atomic.Bool             // leaseWatch is armed
+	leaseWatch *time.Timer
+	env        wire.Envelope // the reader's
+	peer       bool          // the host completed the handshake and knows the extensions
+	proc       *procState    // the worker process's, or nil
+
+	mu     sync.Mutex
+	active map[string]*request
+	closed bool
+}
+
+func newSession(s *Server, ctx context.Context, conn net.Conn, ps *procState) *session {
+	ss := &session{s: s, conn: conn, codec: newCodec(s.cfg.ser, s.cfg.max), proc: ps,
+		active: make(map[string]*request), slots: make(chan struct{}, maxInFlight), ctx: ctx,
+		work: make(chan *request), ended: make(chan error, 1)}
+	ss.wq = wire.WriteQueue{Conn: conn, Broken: func(error) { conn.Close() }, TimeoutsBreak: true}
+	ss.leaseWatch = time.AfterFunc(time.Hour, ss.watchLeases)
+	ss.leaseWatch.Stop()
+	return ss
+}
+
+// serve reads requests until the connection ends.
+func (ss *session) serve() error {
+	first, err := ss.greet()
+	if err != nil {
+		return err
+	}
+	if ss.proc != nil {
+		ss.proc.served.Store(true)
+	}
+	ss.rd = wire.NewReader(ss.conn, ss.codec.term, ss.s.cfg.max)
+	ss.rd.Prime(first)
+	go ss.handle(nil)
+	return <-ss.ended
+}
+
+// dispatch handles one parsed message, and returns the request whose
+// handler is to run, if any: it then holds the in-flight slot.
+func (ss *session) dispatch(e *wire.Envelope) *request {
+	h := (*ss.s.handlers.Load())[string(e.Type)]
+	if h != nil {
+		return ss.start(h, e)
+	}
+	tx := string(e.Tx)
+	if len(e.Type) == 0 {
+		ss.replyError(ss.ctx, tx, "Error", &RemoteError{Name: "ProtocolError", Message: "message without a type", Code: codeBadPayload})
+		return nil
+	}
+	switch string(e.Type) {
+	case typeCancel:
+		ss.cancelTx(e)
+		return nil
+	case typeShutdown:
+		go ss.shutdownRequested(tx)
+		return nil
+	}
+	ss.replyError(ss.ctx, tx, string(e.Type)+"Error", &RemoteError{Name: "Error",
+		Message: unknownPrefix + string(e.Type), Code: codeUnknownMessage})
+	return nil
+}
+
+// start registers a request for its handler h, and returns it; nil when it
+// was refused (and answered).
+func (ss *session) start(h *handler, e *wire.Envelope) *request {
+	r := &request{parent: ss.ctx, h: h}
+	r.setTx(e.Tx)
+	tx := r.tx
+	if ss.peer {
+		r.deadline = fromUnixMilli(e.Deadline)
+	}
+	switch {
+	case e.Payload != nil && ss.rd.Owned():
+		// A big frame read into memory of its own: no copy.
+		p := e.Payload // e is the reader's, reused
+		r.payload, r.owned = &p, true
+	case e.Payload != nil:
+		r.payload = getBuf()
+		*r.payload = append((*r.payload)[:0], e.Payload...)
+	}
+	if err := ss.begin(r); err != nil {
+		ss.release(r)
+		ss.replyError(ss.ctx, tx, h.errType, err)
+		return nil
+	}
+	return r
+}
+
+// maxIdle bounds the goroutines of a session kept waiting for work.
+const maxIdle = 64
+
+// begin registers r as active, refusing duplicates and requests that
+// arrive during a shutdown.
+func (ss *session) begin(r *request) error {
+	// s.mu is held until wg.Add: a Shutdown that sets draining after the
+	// check must see this request in the WaitGroup it waits on.
+	ss.s.mu.Lock()
+	defer ss.s.mu.Unlock()
+	if ss.s.draining {
+		return &RemoteError{Name: "Error", Message: "the worker is shutting down", Code: codeShuttingDown}
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.closed {
+		return &RemoteError{Name: "Error", Message: "the connection is closing", Code: codeShuttingDown}
+	}
+	if _, dup := ss.active[r.tx]; dup {
+		return &RemoteError{Name: "Error", Message: fmt.Sprintf("transaction id %q is already in flight", r.tx), Code: codeDuplicateTx}
+	}
+	ss.active[r.tx] = r
+	ss.wg.Add(1)
+	r.startDeadline()
+	return nil
+}
+
+// untrack frees r's tx before its reply is sent: a host may reuse a tx as
+// soon as it has heard back.
+func (ss *session) untrack(r *request) {
+	ss.mu.Lock()
+	delete(ss.active, r.tx)
+	ss.mu.Unlock()
+}
+
+func (ss *session) release(r *request) {
+	if r.payload != nil && !r.owned {
+		putBuf(r.payload)
+	}
+	r.payload = nil
+}
+
+func (ss *session) cancelTx(e *wire.Envelope) {
+	var p cancelPayload
+	if e.Payload == nil || ss.codec.ser.DecodePayload(e.Payload, &p) != nil {
+		return
+	}
+	ss.mu.Lock()
+	r := ss.active[p.Tx]
+	ss.mu.Unlock()
+	if r != nil {
+		r.cancel(context.Canceled)
+	}
+}
+
+// shutdownRequested drains the whole server at the host's request, then
+// answers and lets the process exit.
+func (ss *session) shutdownRequested(tx string) {
+	ctx, cancel := context.WithTimeout(context.Background(), ss.s.cfg.drain)
+	defer cancel()
+	ss.s.startDrain()
+	for _, other := range ss.s.snapshot() {
+		if !waitCtx(ctx, &other.wg) {
+			other.cancelAll(context.Canceled)
+		}
+	}
+	ss.send(ss.ctx, tx, typeShutdown+"Result", typeShutdown+"Error", nil)
+	ss.s.Shutdown(ctx)
+}
+
+func (ss *session) cancelAll(err error) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	for _, r := range ss.active {
+		r.cancel(err)
+	}
+}
+
+// end is called once the connection is gone: handlers still running are
+// cancelled (nobody can receive their replies) and awaited.
+func (ss *session) end(err error) {
+	ss.mu.Lock()
+	ss.closed = true
+	ss.mu.Unlock()
+	ss.cancelAll(err)
+	ss.wg.Wait()
+	// No lease is held (ended came from a reader) and none will be: a
+	// watch already running finds none and stops for good, without a give.
+	ss.leaseWatch.Stop()
+	close(ss.work) // the reader, its only sender but for the watch, is done
+	ss.wq.Idle()
+	ss.conn.Close()
+}

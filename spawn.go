@@ -1,0 +1,222 @@
+package worker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"time"
+
+	"github.com/isolated-workers/worker/internal/proc"
+	"github.com/isolated-workers/worker/internal/transport"
+	"github.com/isolated-workers/worker/internal/wire"
+)
+
+// Spawn starts cmd as a worker and connects to it. cmd must not have been
+// started; Spawn adds the protocol's environment variables to cmd.Env (or
+// to the host's environment when cmd.Env is nil), two inherited pipes to
+// cmd.ExtraFiles, and process-group attributes to cmd.SysProcAttr, then
+// starts it (cmd.Process is set). Its Stdin, Stdout, Stderr, Dir and the
+// rest keep their exec.Cmd meaning, the context of exec.CommandContext
+// included; the tail of Stderr is also kept for error reports. A worker
+// restarted after a crash (see CrashPolicy) runs a copy of cmd as it was
+// passed, without that context.
+//
+// Spawn returns once the worker has answered, within ctx and
+// opts.StartupTimeout. If the process exits first, Spawn fails at once with
+// a *CrashError carrying its exit status and the tail of its stderr.
+func Spawn(ctx context.Context, cmd *exec.Cmd, opts *Options) (*Worker, error) {
+	if cmd.Process != nil {
+		return nil, errors.New("worker: Spawn: cmd was already started")
+	}
+	w := newWorker(opts.resolve())
+	// Restarts start clones of cmd as it is now, before Spawn adds to it.
+	w.tmpl, w.id, w.secret = cloneCmd(cmd), newUUID(), newSecret()
+	w.addr = w.cfg.socketPath
+	if w.addr == "" {
+		var err error
+		if w.addr, w.dir, err = transport.NewPath(); err != nil {
+			return nil, fmt.Errorf("worker: Spawn: %w", err)
+		}
+	}
+	p, c, err := w.launch(ctx, cmd)
+	if err != nil {
+		w.removeDir()
+		return nil, err
+	}
+	w.proc, w.client, w.peer = p, c, c.peer
+	go w.watch(p, c)
+	return w, nil
+}
+
+func newSecret() string {
+	var b [32]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// stderrTail is how much of a worker's stderr is kept for error reports.
+const stderrTail = 4 << 10
+
+// launch starts one worker process for w and connects to it. It fails at
+// once, with the exit status, if the process exits first.
+// cmd is the caller's own for the first start (keeping what
+// exec.CommandContext attached to it), a clone of it for restarts.
+func (w *Worker) launch(ctx context.Context, cmd *exec.Cmd) (*proc.Process, *Client, error) {
+	ctx, cancel := context.WithTimeoutCause(ctx, w.cfg.startup,
+		fmt.Errorf("worker: the worker did not answer within the startup timeout (%v): %w", w.cfg.startup, context.DeadlineExceeded))
+	defer cancel()
+	sd := wire.StartupData{Driver: wire.Driver, SocketPath: w.addr, Serializer: w.cfg.ser.Name(),
+		ServerConnectTimeout: w.cfg.hostConnect.Milliseconds(), ID: w.id, Secret: w.secret,
+		HostPID: proc.Self, Detached: w.cfg.detached, OwnDir: w.dir != ""}
+	if w.cfg.hostConnect < 0 {
+		sd.ServerConnectTimeout = 0
+	}
+	env := withoutStartupEnv(cmd.Environ())
+	p, err := proc.Start(cmd, proc.Spec{Detached: w.cfg.detached, StderrTail: stderrTail,
+		Env: func(readyFD, lifeFD int) []string {
+			sd.ReadyFD, sd.LifeFD = readyFD, lifeFD
+			return append(env, sd.Env()...)
+		}})
+	if err != nil {
+		return nil, nil, fmt.Errorf("worker: starting %s: %w", cmd.Path, err)
+	}
+	w.cfg.log.debug("worker process started", "pid", p.Pid(), "path", cmd.Path)
+	c, err := w.connect(ctx, p)
+	p.EndStartup()
+	if err != nil {
+		p.Stop(0)
+		transport.Remove(w.addr)
+		return nil, nil, err
+	}
+	return p, c, nil
+}
+
+// connect dials the worker as soon as it says it is listening (or, for a
+// worker that does not, by polling), and runs the handshake.
+func (w *Worker) connect(ctx context.Context, p *proc.Process) (*Client, error) {
+	var c *Client
+	err := w.cfg.connect.retry(ctx, p.Ready(), func() (bool, error) {
+		if p.HasExited() {
+			return true, crashOf(p, errors.New("the worker exited during startup"))
+		}
+		conn, err := transport.Dial(ctx, w.addr)
+		if err != nil {
+			return false, err
+		}
+		c, err = newClient(ctx, conn, w.cfg, w.secret, w.id, lostConn(p))
+		return refused(err), err
+	})
+	if err != nil && !refused(err) && p.HasExited() {
+		return nil, crashOf(p, errors.New("the worker exited during startup"))
+	}
+	return c, err
+}
+
+// crashOf describes the death of p (or, if it is alive, the loss of its
+// connection, cause).
+func crashOf(p *proc.Process, cause error) *CrashError {
+	st := p.Status()
+	e := &CrashError{Pid: p.Pid(), ExitCode: st.ExitCode, Signal: st.Signal, Err: cause, Stderr: st.Stderr}
+	if st.Exited && cause == nil {
+		e.Err = errors.New(st.Desc)
+	}
+	return e
+}
+
+// lostConn returns what the calls on a connection to p get when it breaks:
+// it usually means that p died, so it waits a moment for its exit status.
+func lostConn(p *proc.Process) func(error) error {
+	return func(cause error) error {
+		p.AwaitExit(time.Second)
+		return crashOf(p, cause)
+	}
+}
+
+// refused reports a handshake that the worker refused: trying again
+// cannot help.
+func refused(err error) bool {
+	return errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrSerializerMismatch)
+}
+
+// cloneCmd copies the parts of an exec.Cmd that describe what to run, so
+// that a crashed worker can be started again from the same template.
+func cloneCmd(t *exec.Cmd) *exec.Cmd {
+	c := &exec.Cmd{Path: t.Path, Args: append([]string(nil), t.Args...), Dir: t.Dir,
+		Stdin: t.Stdin, Stdout: t.Stdout, Stderr: t.Stderr, WaitDelay: t.WaitDelay, Err: t.Err}
+	if t.Env != nil {
+		c.Env = append([]string(nil), t.Env...)
+	}
+	c.ExtraFiles = append([]*os.File(nil), t.ExtraFiles...)
+	if t.SysProcAttr != nil {
+		a := *t.SysProcAttr
+		c.SysProcAttr = &a
+	}
+	return c
+}
+
+func withoutStartupEnv(env []string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		switch {
+		case hasKey(kv, wire.EnvStartupData), hasKey(kv, wire.EnvSocketPath),
+			hasKey(kv, wire.EnvServerConnectTimeout), hasKey(kv, wire.EnvSerializer):
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+func hasKey(kv, key string) bool {
+	return len(kv) > len(key) && kv[len(key)] == '=' && kv[:len(key)] == key
+}
+
+// Token returns a string that lets another process Attach to this worker:
+// its address, identity and secret. Treat it as a credential.
+func (w *Worker) Token() string {
+	b, _ := json.Marshal(token{Addr: w.addr, ID: w.id, Secret: w.secret, Pid: w.Pid()})
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+type token struct {
+	Addr   string `json:"addr"`
+	ID     string `json:"id"`
+	Secret string `json:"secret"`
+	Pid    int    `json:"pid"`
+}
+
+// Attach connects to a running worker, typically a detached one started by
+// another host process, from the Token that host handed over. It verifies
+// that the worker at the address is the same one (its identity and secret),
+// never trusting a bare pid. The returned Worker has no process of its own:
+// Close asks the worker to exit, Disconnect leaves it running, and if it
+// dies, calls fail with a *CrashError.
+func Attach(ctx context.Context, tok string, opts *Options) (*Worker, error) {
+	raw, err := base64.RawURLEncoding.DecodeString(tok)
+	var t token
+	if err == nil {
+		err = json.Unmarshal(raw, &t)
+	}
+	if err != nil || t.Addr == "" || t.ID == "" {
+		return nil, fmt.Errorf("worker: Attach: malformed token")
+	}
+	w := newWorker(opts.resolve())
+	w.id, w.secret, w.addr = t.ID, t.Secret, t.Addr
+	c, err := w.dial(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("worker: Attach: %w", err)
+	}
+	if !c.peer.extended || c.peer.id != t.ID {
+		c.Close()
+		return nil, fmt.Errorf("worker: Attach: %w: the worker did not prove its identity", ErrUnauthorized)
+	}
+	w.client, w.peer = c, c.peer
+	go w.watch(nil, c)
+	return w, nil
+}
