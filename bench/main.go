@@ -28,6 +28,11 @@ func main() {
 	fs.IntVar(&cfg.BigSize, "bigsize", cfg.BigSize, "size in bytes of the large payload")
 	fs.IntVar(&cfg.Spawns, "spawns", cfg.Spawns, "spawn+close cycles per subject per round (median taken)")
 	only := fs.String("subjects", "", "comma-separated subject ids to run (default all): "+subjectIDs())
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: go run . [flags]  (in bench/; see README.md)\n"+
+			"       bench/baseline.sh REV [flags]  (adds the library at git revision REV as subjects base-json, base-binary)\n\nflags:\n")
+		fs.PrintDefaults()
+	}
 	fs.Parse(os.Args[1:])
 
 	subs, err := selectSubjects(*only)

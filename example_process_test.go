@@ -1,0 +1,123 @@
+package worker_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"time"
+
+	"github.com/isolated-workers/worker"
+)
+
+// One binary is both the host and its worker: Main, at the top of main,
+// serves and exits in the process that Spawn started, and returns at once
+// in the host. (This test binary's TestMain does the same.)
+func ExampleMain() {
+	srv := worker.NewServer(nil)
+	worker.Handle(srv, Ping, func(ctx context.Context, p PingReq) (PingRes, error) {
+		return PingRes{Message: "pong: " + p.Message}, nil
+	})
+	worker.Main(srv) // in the worker: serves, then exits; here, in the host: returns
+
+	ctx := context.Background()
+	w, err := worker.Spawn(ctx, exampleWorkerCmd(), nil) // os.Executable(), run again
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer w.Close()
+	res, err := worker.Call(ctx, w, Ping, PingReq{Message: "hello"})
+	fmt.Println(res.Message, err)
+	// Output: pong: hello <nil>
+}
+
+// A detached worker outlives the host that started it; another host (here
+// the same process, for brevity) attaches to it with its Token.
+func ExampleAttach() {
+	ctx := context.Background()
+	cmd := exampleWorkerCmd()
+	cmd.Env = append(cmd.Env, "IW_TEST_MODE=keepalive") // the worker keeps listening without a host
+	first, err := worker.Spawn(ctx, cmd, &worker.Options{Detached: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer first.Close() // reaps the process, which is this host's child
+	token := first.Token()
+	if err := first.Disconnect(); err != nil {
+		log.Fatal(err)
+	}
+
+	second, err := worker.Attach(ctx, token, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	res, err := worker.Call(ctx, second, Ping, PingReq{Message: "again"})
+	fmt.Println(res.Message, err)
+	second.Close() // asks the worker to exit
+	// Output: pong: again <nil>
+}
+
+// Shutdown lets the calls in flight finish, then stops the worker; Close
+// would fail them with ErrClosed.
+func ExampleWorker_Shutdown() {
+	ctx := context.Background()
+	sent := make(chan struct{})
+	w, err := worker.Spawn(ctx, exampleWorkerCmd(), &worker.Options{
+		Middleware: []worker.Middleware{func(ctx context.Context, m *worker.Message) error {
+			if !m.Incoming && m.Type == Sleep.Name() {
+				close(sent) // the call is on its way
+			}
+			return nil
+		}},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	result := make(chan error, 1)
+	go func() {
+		_, err := worker.Call(ctx, w, Sleep, SleepReq{Ms: 50})
+		result <- err
+	}()
+	<-sent
+
+	stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	fmt.Println("shutdown:", w.Shutdown(stopCtx))
+	fmt.Println("the call in flight:", <-result)
+	_, err = worker.Call(ctx, w, Ping, PingReq{})
+	fmt.Println("a call after:", err)
+	// Output:
+	// shutdown: <nil>
+	// the call in flight: <nil>
+	// a call after: worker: closed
+}
+
+// A crash policy replaces a worker that died. Here a call of any type is
+// sent again to the fresh worker (up to 2 attempts in all), except the
+// exit message, which crashes every worker it reaches and so fails at once.
+func ExampleCrashPolicy() {
+	ctx := context.Background()
+	restarted := make(chan int, 1)
+	w, err := worker.Spawn(ctx, exampleWorkerCmd(), &worker.Options{OnCrash: worker.CrashPolicy{
+		Attempts:       2,
+		AttemptsByType: map[string]int{Exit.Name(): 1},
+		OnRestart:      func(crash *worker.CrashError, newPid int) { restarted <- crash.ExitCode },
+	}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer w.Close()
+
+	_, err = worker.Call(ctx, w, Exit, 3)
+	var crash *worker.CrashError
+	if errors.As(err, &crash) {
+		fmt.Printf("crashed: exit code %d, attempt %d of %d\n", crash.ExitCode, crash.Attempt, crash.MaxAttempts)
+	}
+	fmt.Println("restarted after exit code", <-restarted)
+	res, err := worker.Call(ctx, w, Ping, PingReq{Message: "still here"})
+	fmt.Println(res.Message, err)
+	// Output:
+	// crashed: exit code 3, attempt 1 of 1
+	// restarted after exit code 3
+	// pong: still here <nil>
+}
