@@ -53,6 +53,32 @@
 //
 // # Layers
 //
-// Spawn and Serve (or Main) are sugar: a Client works over any net.Conn
-// whose other end is served by Server.ServeConn, with no process at all.
+// Spawn and Server.Serve (or Main) are sugar: a Client works over any
+// net.Conn whose other end is served by Server.ServeConn, with no process
+// at all. To serve a contract in-process (what the TypeScript library calls
+// its worker_threads driver), give the two ends of a net.Pipe to
+// Server.ServeConn and NewClient; see the example of Server.ServeConn.
+// docs/architecture.md in the repository shows the packages beneath.
+//
+// # Performance
+//
+// A small call costs about 1.3 times a raw length-prefixed echo over the
+// same socket, and a 1 MiB []byte under Binary about 2 times (bench/ in the
+// repository measures both against the raw floor and against peers). What
+// makes it so:
+//
+//   - Requests of a message type whose handler has been returning within
+//     about ten microseconds are run one after another by the goroutine
+//     that reads them, which saves a goroutine switch and a thread wake-up
+//     per call. Should one of them block, the requests behind it wait about
+//     two milliseconds at most, once: from then on that type's requests
+//     each get a goroutine again, until it is quick again.
+//   - Frames written while another write is under way (replies of
+//     concurrent handlers, requests of concurrent callers) are queued and
+//     go out together, in one system call.
+//   - A []byte payload over 32 KiB under Binary is written after its frame's
+//     head, never copied; one read into memory of its own is handed to the
+//     handler or caller without a copy.
+//   - Payloads of plain structs under JSON are encoded and decoded through
+//     a plan made once per type, without encoding/json's allocations.
 package worker

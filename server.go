@@ -49,14 +49,13 @@ func NewServer(opts *ServerOptions) *Server {
 }
 
 // Handle registers h as the handler of m on s, replacing any earlier one.
-// The worker runs handlers concurrently. (Requests of a type whose handler
-// has been returning within about ten microseconds are run one after
-// another by the goroutine that reads them, which saves a goroutine switch
-// per call; should one of them block, the requests behind it wait about two
-// milliseconds at most, once: from then on that type's requests each get a
-// goroutine again, until it is quick again.) ctx is cancelled when the caller cancels, when the caller's deadline passes, or
-// when the worker shuts down past its drain timeout. A panic in h is
-// recovered and returned to the caller as a *RemoteError with the stack.
+// Register handlers before serving. The worker runs handlers concurrently
+// (see the package documentation's Performance section for how very quick
+// ones are scheduled). ctx is cancelled when the caller cancels, when the
+// caller's deadline passes, or when the worker shuts down past its drain
+// timeout. h's error reaches the caller as a *RemoteError (with its code,
+// see NewError); a panic in h is recovered and reaches the caller as a
+// *RemoteError that matches ErrPanic, with the stack.
 func Handle[P, R any](s *Server, m MessageType[P, R], h func(ctx context.Context, payload P) (R, error)) {
 	_, void := any(*new(R)).(Void)
 	s.register(m.name, void, func(ctx context.Context, ser Serializer, payload []byte) (any, error) {

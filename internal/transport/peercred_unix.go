@@ -31,7 +31,7 @@ func withFD(conn net.Conn, f func(fd int) error) error {
 // sameUser refuses a peer that runs as another user than this process.
 func sameUser(uid int) error {
 	if uid != os.Geteuid() {
-		return fmt.Errorf("%w: the peer runs as uid %d, this process as uid %d", ErrOtherUser, uid, os.Geteuid())
+		return fmt.Errorf("%w (uid %d, not %d)", ErrOtherUser, uid, os.Geteuid())
 	}
 	return nil
 }
