@@ -103,12 +103,12 @@ func testLeaseExpires(t *testing.T, kind string, stopped bool) {
 		}
 	}
 	ss := s.snapshot()[0]
-	if ss.leaseSeq.Load() == 0 {
+	if ss.leases.seq.Load() == 0 {
 		t.Fatal("no quick call was run under a lease")
 	}
 	if stopped {
 		// The watch stops one or two leaseTimes after the last lease.
-		for deadline := time.Now().Add(10 * time.Second); ss.watching.Load(); {
+		for deadline := time.Now().Add(10 * time.Second); ss.leases.watching.Load(); {
 			if time.Now().After(deadline) {
 				t.Fatal("the watch of leases never stopped")
 			}

@@ -14,7 +14,7 @@ func (ss *session) run(r *request) {
 	defer func() {
 		r.cancel(context.Canceled)
 		<-ss.slots
-		ss.wg.Done()
+		ss.reqs.wg.Done()
 	}()
 	if r.owned && ss.codec.direct == directBinary {
 		ser = ownedBinary{} // the payload's memory is the request's own

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -130,7 +131,7 @@ func (ss *session) read() (*request, uint64) {
 			<-ss.slots
 		case r.h.inline():
 			r.more = len(ss.rd.Buffered()) > 0
-			return r, ss.takeLease(r.h)
+			return r, ss.leases.take(r.h)
 		case len(ss.rd.Buffered()) > 0:
 			ss.give(r) // more is here already: read on
 		default:
@@ -146,17 +147,51 @@ func (ss *session) read() (*request, uint64) {
 // runtime's timer slack) after it was taken.
 const leaseTime = time.Millisecond
 
-// takeLease starts a lease for the reader, which is about to run a request
-// of h's type, makes sure that the watch runs, and returns the lease's
-// number.
-func (ss *session) takeLease(h *handler) uint64 {
-	n := ss.leaseSeq.Add(1)
-	ss.leased.Store(h)
-	ss.lease.Store(n)
-	if !ss.watching.Load() && ss.watching.CompareAndSwap(false, true) {
-		ss.leaseWatch.Reset(leaseTime)
+// leases are the reader's leases of one session: the right to run a quick
+// request itself, bounded by a watch that ends a lease held too long.
+// Leases are numbered; the holder and the watch both end a lease by its
+// number, so exactly one of them does.
+type leases struct {
+	held     atomic.Uint64           // the number of the lease held (no reader reads meanwhile); 0: none
+	seq      atomic.Uint64           // leases taken so far
+	seen     atomic.Uint64           // seq at the watch's previous look
+	handler  atomic.Pointer[handler] // the handler of the lease held
+	watching atomic.Bool             // timer is armed
+	timer    *time.Timer             // runs the watch
+}
+
+// take starts a lease for a request of h's type, makes sure that the
+// watch runs, and returns the lease's number.
+func (l *leases) take(h *handler) uint64 {
+	n := l.seq.Add(1)
+	l.handler.Store(h)
+	l.held.Store(n)
+	if !l.watching.Load() && l.watching.CompareAndSwap(false, true) {
+		l.timer.Reset(leaseTime)
 	}
 	return n
+}
+
+// end ends lease n for its holder; it reports false if the watch ended it
+// first.
+func (l *leases) end(n uint64) bool { return l.held.CompareAndSwap(n, 0) }
+
+// look is the watch's look at the leases: it ends and returns the handler
+// of a lease held since before its previous look (expired), and tells
+// whether the watch must run again (a lease was taken since, or is held).
+func (l *leases) look() (expired *handler, again bool) {
+	held := l.held.Load()
+	seq := l.seq.Load()
+	prev := l.seen.Swap(seq)
+	switch {
+	case held != 0 && held <= prev && l.held.CompareAndSwap(held, 0):
+		return l.handler.Load(), true
+	case seq == prev && held == 0:
+		l.watching.Store(false)
+		// A lease taken meanwhile may have seen watching still set.
+		return nil, l.held.Load() != 0 && l.watching.CompareAndSwap(false, true)
+	}
+	return nil, true
 }
 
 // runLeased runs r in the reader goroutine under lease n, which read took.
@@ -167,7 +202,7 @@ func (ss *session) takeLease(h *handler) uint64 {
 // much of the cost of a small call.
 func (ss *session) runLeased(r *request, n uint64) bool {
 	ss.run(r)
-	return ss.lease.CompareAndSwap(n, 0)
+	return ss.leases.end(n)
 }
 
 // watchLeases runs every leaseTime while leases are being taken. A lease
@@ -176,24 +211,16 @@ func (ss *session) runLeased(r *request, n uint64) bool {
 // on, so that the requests behind it and any cancellation of it are read,
 // and stops running the type's requests in the reader (its score drops to
 // 0), so that a handler that has begun to block holds up the connection
-// once, not once per request. The lease's holder and the watch both end a
-// lease by its number: exactly one of them does. When no lease was taken
-// since its previous look it stops, so an idle session costs nothing;
-// takeLease starts it again.
+// once, not once per request. When no lease was taken since its previous
+// look it stops, so an idle session costs nothing; leases.take starts it
+// again.
 func (ss *session) watchLeases() {
-	held := ss.lease.Load()
-	seq := ss.leaseSeq.Load()
-	prev := ss.leaseSeen.Swap(seq)
-	switch {
-	case held != 0 && held <= prev && ss.lease.CompareAndSwap(held, 0):
-		ss.leased.Load().quick.Store(0)
+	expired, again := ss.leases.look()
+	if expired != nil {
+		expired.quick.Store(0)
 		ss.give(nil)
-	case seq == prev && held == 0:
-		ss.watching.Store(false)
-		// A lease taken meanwhile may have seen watching still set.
-		if ss.lease.Load() == 0 || !ss.watching.CompareAndSwap(false, true) {
-			return
-		}
 	}
-	ss.leaseWatch.Reset(leaseTime)
+	if again {
+		ss.leases.timer.Reset(leaseTime)
+	}
 }

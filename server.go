@@ -164,7 +164,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	idle := make(chan struct{})
 	go func() {
 		for _, ss := range sessions {
-			ss.wg.Wait()
+			ss.reqs.wg.Wait()
 			ss.wq.Idle() // replies queued by handlers that have returned
 		}
 		close(idle)
@@ -187,7 +187,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // honour it.
 func (s *Server) cancelHandlers(sessions []*session, idle <-chan struct{}) {
 	for _, ss := range sessions {
-		ss.cancelAll(context.Canceled)
+		ss.reqs.cancelAll(context.Canceled)
 		// A host that does not read must not hold the handlers' last
 		// replies, and so the shutdown, forever.
 		ss.conn.SetWriteDeadline(time.Now().Add(time.Second))

@@ -19,7 +19,7 @@ type session struct {
 	rd    *wire.Reader
 	ctx   context.Context
 	slots chan struct{}
-	wg    sync.WaitGroup
+	reqs  tracker         // the requests being handled
 	wq    wire.WriteQueue // the replies being written
 	// One goroutine at a time reads requests (the reader role). A request
 	// of a quick type (see handler.quick) it runs itself and then reads on,
@@ -34,31 +34,30 @@ type session struct {
 	// their request, up to maxIdle of them waiting: a fresh goroutine would
 	// grow its stack again (decoding is deep). work is closed when the
 	// session has ended, and ended receives why the reading stopped.
-	work       chan *request
-	idle       atomic.Int32
-	ended      chan error
-	lease      atomic.Uint64           // the number of the lease held (no reader reads meanwhile); 0: none
-	leaseSeq   atomic.Uint64           // leases taken so far
-	leaseSeen  atomic.Uint64           // leaseSeq at the watch's previous look
-	leased     atomic.Pointer[handler] // the handler of the lease held
-	watching   atomic.Bool             // leaseWatch is armed
-	leaseWatch *time.Timer
-	env        wire.Envelope // the reader's
-	peer       bool          // the host completed the handshake and knows the extensions
-	proc       *procState    // the worker process's, or nil
+	work   chan *request
+	idle   atomic.Int32
+	ended  chan error
+	leases leases
+	env    wire.Envelope // the reader's
+	peer   bool          // the host completed the handshake and knows the extensions
+	proc   *procState    // the worker process's, or nil
+}
 
+// tracker is the requests of a session that are being handled, by tx.
+type tracker struct {
 	mu     sync.Mutex
 	active map[string]*request
-	closed bool
+	closed bool           // the connection is gone: no more requests
+	wg     sync.WaitGroup // one per active request, until its handler returns
 }
 
 func newSession(s *Server, ctx context.Context, conn net.Conn, ps *procState) *session {
 	ss := &session{s: s, conn: conn, codec: newCodec(s.cfg.ser, s.cfg.max), proc: ps,
-		active: make(map[string]*request), slots: make(chan struct{}, maxInFlight), ctx: ctx,
+		reqs: tracker{active: make(map[string]*request)}, slots: make(chan struct{}, maxInFlight), ctx: ctx,
 		work: make(chan *request), ended: make(chan error, 1)}
 	ss.wq = wire.WriteQueue{Conn: conn, Broken: func(error) { conn.Close() }, TimeoutsBreak: true}
-	ss.leaseWatch = time.AfterFunc(time.Hour, ss.watchLeases)
-	ss.leaseWatch.Stop()
+	ss.leases.timer = time.AfterFunc(time.Hour, ss.watchLeases)
+	ss.leases.timer.Stop()
 	return ss
 }
 
@@ -141,16 +140,21 @@ func (ss *session) begin(r *request) error {
 	if ss.s.draining {
 		return &RemoteError{Name: "Error", Message: "the worker is shutting down", Code: codeShuttingDown}
 	}
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	if ss.closed {
+	return ss.reqs.add(r)
+}
+
+// add registers r, refusing duplicates and requests after close.
+func (t *tracker) add(r *request) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
 		return &RemoteError{Name: "Error", Message: "the connection is closing", Code: codeShuttingDown}
 	}
-	if _, dup := ss.active[r.tx]; dup {
+	if _, dup := t.active[r.tx]; dup {
 		return &RemoteError{Name: "Error", Message: fmt.Sprintf("transaction id %q is already in flight", r.tx), Code: codeDuplicateTx}
 	}
-	ss.active[r.tx] = r
-	ss.wg.Add(1)
+	t.active[r.tx] = r
+	t.wg.Add(1)
 	r.startDeadline()
 	return nil
 }
@@ -158,9 +162,9 @@ func (ss *session) begin(r *request) error {
 // untrack frees r's tx before its reply is sent: a host may reuse a tx as
 // soon as it has heard back.
 func (ss *session) untrack(r *request) {
-	ss.mu.Lock()
-	delete(ss.active, r.tx)
-	ss.mu.Unlock()
+	ss.reqs.mu.Lock()
+	delete(ss.reqs.active, r.tx)
+	ss.reqs.mu.Unlock()
 }
 
 func (ss *session) release(r *request) {
@@ -175,9 +179,9 @@ func (ss *session) cancelTx(e *wire.Envelope) {
 	if e.Payload == nil || ss.codec.ser.DecodePayload(e.Payload, &p) != nil {
 		return
 	}
-	ss.mu.Lock()
-	r := ss.active[p.Tx]
-	ss.mu.Unlock()
+	ss.reqs.mu.Lock()
+	r := ss.reqs.active[p.Tx]
+	ss.reqs.mu.Unlock()
 	if r != nil {
 		r.cancel(context.Canceled)
 	}
@@ -190,18 +194,19 @@ func (ss *session) shutdownRequested(tx string) {
 	defer cancel()
 	ss.s.startDrain()
 	for _, other := range ss.s.snapshot() {
-		if !waitCtx(ctx, &other.wg) {
-			other.cancelAll(context.Canceled)
+		if !waitCtx(ctx, &other.reqs.wg) {
+			other.reqs.cancelAll(context.Canceled)
 		}
 	}
 	ss.send(ss.ctx, tx, typeShutdown+"Result", typeShutdown+"Error", nil)
 	ss.s.Shutdown(ctx)
 }
 
-func (ss *session) cancelAll(err error) {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	for _, r := range ss.active {
+// cancelAll cancels the handlers of every active request.
+func (t *tracker) cancelAll(err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, r := range t.active {
 		r.cancel(err)
 	}
 }
@@ -209,14 +214,14 @@ func (ss *session) cancelAll(err error) {
 // end is called once the connection is gone: handlers still running are
 // cancelled (nobody can receive their replies) and awaited.
 func (ss *session) end(err error) {
-	ss.mu.Lock()
-	ss.closed = true
-	ss.mu.Unlock()
-	ss.cancelAll(err)
-	ss.wg.Wait()
+	ss.reqs.mu.Lock()
+	ss.reqs.closed = true
+	ss.reqs.mu.Unlock()
+	ss.reqs.cancelAll(err)
+	ss.reqs.wg.Wait()
 	// No lease is held (ended came from a reader) and none will be: a
 	// watch already running finds none and stops for good, without a give.
-	ss.leaseWatch.Stop()
+	ss.leases.timer.Stop()
 	close(ss.work) // the reader, its only sender but for the watch, is done
 	ss.wq.Idle()
 	ss.conn.Close()
