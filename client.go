@@ -57,13 +57,14 @@ var calls = sync.Pool{New: func() any { return &call{done: make(chan error, 1)} 
 // peer that speaks only the base protocol, such as a TypeScript worker, is
 // detected and served without the extensions.
 func NewClient(ctx context.Context, conn net.Conn, opts *Options) (*Client, error) {
-	return newClient(ctx, conn, opts.resolve(), "", "", nil)
+	return newClient(ctx, conn, opts.resolve(), "", "", nil, nil)
 }
 
 // newClient makes a Client. lost, if not nil, turns the error that ended
 // the connection into the one its pending calls get (a Worker makes it a
-// *CrashError with the exit status).
-func newClient(ctx context.Context, conn net.Conn, cfg *hostConfig, secret, id string, lost func(error) error) (*Client, error) {
+// *CrashError with the exit status). g is a spawned worker's (see
+// handshake).
+func newClient(ctx context.Context, conn net.Conn, cfg *hostConfig, secret, id string, lost func(error) error, g *greeting) (*Client, error) {
 	c := &Client{cfg: cfg, codec: newCodec(cfg.ser, cfg.max), conn: conn, lost: lost,
 		readDone: make(chan struct{})}
 	for i := range c.pending {
@@ -74,7 +75,7 @@ func newClient(ctx context.Context, conn net.Conn, cfg *hostConfig, secret, id s
 	var rest []byte
 	if !cfg.base {
 		var err error
-		if c.peer, rest, err = handshake(ctx, conn, cfg.ser, secret, id, cfg.max); err != nil {
+		if c.peer, rest, err = handshake(ctx, conn, cfg.ser, secret, id, cfg.max, g); err != nil {
 			conn.Close()
 			return nil, err
 		}

@@ -15,10 +15,13 @@ import (
 	"github.com/isolated-workers/worker/internal/wire"
 )
 
-// The library's own message types. A TypeScript worker answers them with
-// "Unknown message type", which is how a host learns that the peer speaks
-// only the base protocol.
+// The library's own message types. A host that spawned its worker sends
+// none of them until the worker has greeted it (a TypeScript worker never
+// does, and so never sees one); on a bare connection (NewClient), a
+// TypeScript worker answers the hello with "Unknown message type", which is
+// how the host learns that the peer speaks only the base protocol.
 const (
+	typeGreeting = reservedPrefix + "greeting" // worker -> host, first, when the startup data asks: "I speak the extensions"
 	typeHello    = reservedPrefix + "hello"    // handshake, always one JSON line each way
 	typeCancel   = reservedPrefix + "cancel"   // host -> worker: cancel the handler of a tx; no reply
 	typeShutdown = reservedPrefix + "shutdown" // host -> worker: drain and exit; replied to
@@ -61,6 +64,23 @@ type helloReply struct {
 	Capabilities []string `json:"capabilities"`
 }
 
+// greetingLine is what a worker that the startup data asks to greet writes
+// first on every connection: one JSON line, whatever the serializer, like
+// the rest of the handshake.
+var greetingLine = append(wire.AppendJSON(nil, typeGreeting, "", []byte(`{"protocol":1}`), 0), '\n')
+
+// greetWait bounds how long a host waits for a spawned worker to greet it
+// before it takes the worker for a base-protocol peer (a TypeScript worker),
+// unless the worker has said on its ready pipe that it is one of ours.
+const greetWait = 50 * time.Millisecond
+
+// greeting is how a host learns whether the worker it spawned speaks the
+// extensions, without sending it anything first.
+type greeting struct {
+	wait time.Duration // how long to wait for the greeting of a worker not known to be ours
+	ours func() bool   // reports whether the worker has said that it is ours (the ready pipe)
+}
+
 // peerInfo is what the handshake taught the host about its worker.
 type peerInfo struct {
 	extended  bool // answered the handshake; false for a base-protocol peer
@@ -73,13 +93,25 @@ type peerInfo struct {
 }
 
 // handshake runs the host's side of the handshake on conn and returns what
-// it learned, plus any bytes read past the reply.
-func handshake(ctx context.Context, conn net.Conn, ser Serializer, secret, id string, max int) (peerInfo, []byte, error) {
+// it learned, plus any bytes read past the reply. With g, for a worker this
+// host spawned, it first waits for the worker's greeting, and sends nothing
+// at all to a worker that does not greet: a base-protocol peer, whatever
+// its serializer and middleware, never sees a message of ours, nor the
+// secret.
+func handshake(ctx context.Context, conn net.Conn, ser Serializer, secret, id string, max int, g *greeting) (peerInfo, []byte, error) {
 	if d, ok := ctx.Deadline(); ok {
 		conn.SetDeadline(d)
 	}
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
-	p, rest, err := exchangeHello(ctx, conn, ser, secret, id, max)
+	rd := wire.NewReader(conn, newline, max)
+	p, rest, err := peerInfo{keepAlive: true}, []byte(nil), error(nil)
+	extended := true
+	if g != nil {
+		extended, err = awaitGreeting(ctx, conn, rd, g)
+	}
+	if extended && err == nil {
+		p, rest, err = exchangeHello(ctx, conn, rd, ser, secret, id)
+	}
 	if !stop() && err == nil {
 		// ctx ended as the handshake finished: its deadline may land on
 		// the connection at any moment now, so the connection is unusable.
@@ -89,8 +121,43 @@ func handshake(ctx context.Context, conn net.Conn, ser Serializer, secret, id st
 	return p, rest, err
 }
 
-// exchangeHello sends the hello and reads the reply; handshake bounds it.
-func exchangeHello(ctx context.Context, conn net.Conn, ser Serializer, secret, id string, max int) (peerInfo, []byte, error) {
+// awaitGreeting reads the greeting of a spawned worker. It reports false,
+// having read nothing, when the worker did not greet within g.wait and has
+// not said that it is ours: a base-protocol peer. A worker that is ours is
+// waited for as long as ctx allows.
+func awaitGreeting(ctx context.Context, conn net.Conn, rd *wire.Reader, g *greeting) (bool, error) {
+	deadline, _ := ctx.Deadline()
+	conn.SetReadDeadline(time.Now().Add(g.wait))
+	for {
+		frame, err := rd.Next()
+		if err == nil {
+			var e wire.Envelope
+			if err := wire.ParseJSON(frame, &e); err != nil || string(e.Type) != typeGreeting {
+				return false, fmt.Errorf("%w: the worker spoke first, but not a greeting: %.200q", ErrProtocol, frame)
+			}
+			conn.SetReadDeadline(deadline)
+			if ctx.Err() != nil {
+				conn.SetReadDeadline(time.Unix(1, 0)) // ctx ended as the deadline was reset
+			}
+			return true, nil
+		}
+		if !wire.IsTimeout(err) || ctx.Err() != nil {
+			return false, handshakeErr(ctx, err)
+		}
+		if !g.ours() && len(rd.Buffered()) == 0 {
+			return false, nil // silent: a base-protocol peer
+		}
+		conn.SetReadDeadline(deadline) // ours, or part of a greeting has come: it is on its way
+		if ctx.Err() != nil {
+			conn.SetReadDeadline(time.Unix(1, 0))
+		}
+	}
+}
+
+// exchangeHello sends the hello and reads the reply from rd; handshake
+// bounds it. A greeting that comes first (from a worker that greets every
+// connection, when this host did not wait for it) is skipped.
+func exchangeHello(ctx context.Context, conn net.Conn, rd *wire.Reader, ser Serializer, secret, id string) (peerInfo, []byte, error) {
 	tx := newUUID()
 	payload, _ := json.Marshal(helloRequest{Protocol: protocolVersion, Serializer: ser.Name(),
 		Secret: secret, ID: id, Capabilities: []string{capCancel, capDeadline, capShutdown}})
@@ -98,16 +165,26 @@ func exchangeHello(ctx context.Context, conn net.Conn, ser Serializer, secret, i
 	if _, err := conn.Write(line); err != nil {
 		return peerInfo{}, nil, handshakeErr(ctx, err)
 	}
-	rd := wire.NewReader(conn, newline, max)
-	frame, err := rd.Next()
-	if err != nil {
-		return peerInfo{}, nil, handshakeErr(ctx, err)
-	}
 	var e wire.Envelope
-	if err := wire.ParseJSON(frame, &e); err != nil || string(e.Tx) != tx {
-		return peerInfo{}, nil, fmt.Errorf("%w: unexpected handshake reply %.200q", ErrProtocol, frame)
+	for {
+		frame, err := rd.Next()
+		if err != nil {
+			return peerInfo{}, nil, handshakeErr(ctx, err)
+		}
+		if err := wire.ParseJSON(frame, &e); err == nil && string(e.Type) == typeGreeting {
+			continue
+		}
+		if err != nil || string(e.Tx) != tx {
+			return peerInfo{}, nil, fmt.Errorf("%w: unexpected handshake reply %.200q", ErrProtocol, frame)
+		}
+		break
 	}
 	rest := append([]byte(nil), rd.Buffered()...)
+	return helloOutcome(&e, rest)
+}
+
+// helloOutcome reads the worker's reply to the hello.
+func helloOutcome(e *wire.Envelope, rest []byte) (peerInfo, []byte, error) {
 	switch string(e.Type) {
 	case typeHello + "Result":
 		var r helloReply
@@ -180,6 +257,7 @@ const helloTimeout = 10 * time.Second
 // connection (ServeConn) has none.
 type procState struct {
 	secret, id string
+	greet      bool            // the host waits for this worker to speak first (greetingLine)
 	mismatch   error           // the host announced another serializer
 	sigReady   <-chan struct{} // closed once SIGTERM is handled: the hello reply waits for it
 	served     atomic.Bool     // a host completed a connection
@@ -198,6 +276,11 @@ func (ss *session) greet() ([]byte, error) {
 		// alive after its real host has gone.
 		ss.conn.SetReadDeadline(time.Now().Add(helloTimeout))
 		defer ss.conn.SetReadDeadline(time.Time{})
+	}
+	if ps.greet {
+		if _, err := ss.conn.Write(greetingLine); err != nil {
+			return nil, fmt.Errorf("worker: greeting the host: %w", err)
+		}
 	}
 	head, isHello, err := peekHello(ss.conn)
 	switch {

@@ -101,7 +101,7 @@ func TestSecurityNoSecretRefused(t *testing.T) {
 
 	conn := hsDialRaw(t, tok.Addr)
 	conn.Write([]byte(`{"type":"ping","tx":"1","payload":{"message":"let me in"}}` + "\n"))
-	if got := hsReadAll(t, conn); got != "" {
+	if got := afterGreeting(t, hsReadAll(t, conn)); got != "" {
 		t.Fatalf("the worker answered a host without the secret: %q", got)
 	}
 	hsStillServes(t, w)
@@ -116,7 +116,7 @@ func TestSecurityNoSecretRefused(t *testing.T) {
 	// So is a handshake that is not even JSON.
 	conn = hsDialRaw(t, tok.Addr)
 	conn.Write([]byte(`{"type":"__iw.hello",` + "\n"))
-	if got := hsReadAll(t, conn); got != "" {
+	if got := afterGreeting(t, hsReadAll(t, conn)); got != "" {
 		t.Fatalf("the worker answered a broken handshake: %q", got)
 	}
 	hsStillServes(t, w)
@@ -130,7 +130,7 @@ func TestSecurityWrongSecretRefused(t *testing.T) {
 	// The handshake is recognised by its first bytes: "type" comes first.
 	payload, _ := json.Marshal(map[string]any{"protocol": 1, "serializer": "JsonSerializer", "secret": strings.Repeat("0", len(tok.Secret))})
 	conn.Write([]byte(`{"type":"__iw.hello","tx":"h","payload":` + string(payload) + "}\n"))
-	got := hsReadAll(t, conn)
+	got := afterGreeting(t, hsReadAll(t, conn))
 	var e struct {
 		Type, Tx string
 		Payload  wireError
@@ -155,4 +155,17 @@ func TestSecurityWrongSecretRefused(t *testing.T) {
 		t.Fatalf("Attach with another worker's identity: %v; want ErrUnauthorized", err)
 	}
 	hsStillServes(t, w)
+}
+
+// afterGreeting returns what a spawned worker wrote after its greeting,
+// which it writes first on every connection (it tells a host that spawned
+// it that it speaks the extensions, and nothing else).
+func afterGreeting(t *testing.T, got string) string {
+	t.Helper()
+	const greeting = `{"type":"__iw.greeting","tx":"","payload":{"protocol":1}}` + "\n"
+	rest, ok := strings.CutPrefix(got, greeting)
+	if !ok {
+		t.Fatalf("the worker did not greet first: %q", got)
+	}
+	return rest
 }

@@ -102,7 +102,7 @@ func (s *Server) serveProcess(ctx context.Context, exiting bool) error {
 // startupState reads what the startup data says about this worker's
 // connections, and removes the startup data from the environment.
 func (s *Server) startupState(d wire.StartupData) *procState {
-	ps := &procState{secret: d.Secret, id: d.ID}
+	ps := &procState{secret: d.Secret, id: d.ID, greet: d.Greet}
 	if !s.cfg.serChosen && d.Serializer == Binary.Name() {
 		s.cfg.ser = Binary // no choice made here: follow the host's
 	}

@@ -73,7 +73,7 @@ func (w *Worker) launch(ctx context.Context, cmd *exec.Cmd) (*proc.Process, *Cli
 	defer cancel()
 	sd := wire.StartupData{Driver: wire.Driver, SocketPath: w.addr, Serializer: w.cfg.ser.Name(),
 		ServerConnectTimeout: w.cfg.hostConnect.Milliseconds(), ID: w.id, Secret: w.secret,
-		HostPID: proc.Self, Detached: w.cfg.detached, OwnDir: w.dir != ""}
+		HostPID: proc.Self, Detached: w.cfg.detached, OwnDir: w.dir != "", Greet: !w.cfg.base}
 	if w.cfg.hostConnect < 0 {
 		sd.ServerConnectTimeout = 0
 	}
@@ -109,7 +109,7 @@ func (w *Worker) connect(ctx context.Context, p *proc.Process) (*Client, error) 
 		if err != nil {
 			return false, err
 		}
-		c, err = newClient(ctx, conn, w.cfg, w.secret, w.id, lostConn(p))
+		c, err = newClient(ctx, conn, w.cfg, w.secret, w.id, lostConn(p), &greeting{wait: greetWait, ours: p.Listening})
 		return refused(err), err
 	})
 	if err != nil && !refused(err) && p.HasExited() {

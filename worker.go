@@ -298,7 +298,7 @@ func (w *Worker) dial(ctx context.Context) (*Client, error) {
 		if err != nil {
 			return false, err
 		}
-		c, err = newClient(ctx, conn, w.cfg, w.secret, w.id, lost)
+		c, err = newClient(ctx, conn, w.cfg, w.secret, w.id, lost, nil)
 		return refused(err), err
 	})
 	return c, err

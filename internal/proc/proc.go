@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"sync/atomic"
 	"time"
 )
 
@@ -41,6 +42,7 @@ type Process struct {
 	exited chan struct{} // closed once the process has been reaped
 	ready  chan struct{} // closed when the worker listens, or exits
 	readyR *os.File      // the ready pipe's read end, until EndStartup
+	said   atomic.Bool   // the worker wrote on the ready pipe
 	state  *os.ProcessState
 	stderr *Tail
 	life   *os.File // the host's end of the lifeline; closing it tells the worker to go
@@ -91,7 +93,8 @@ func Start(cmd *exec.Cmd, spec Spec) (*Process, error) {
 	p.ready, p.readyR = make(chan struct{}), readyR
 	go func() {
 		var b [1]byte
-		readyR.Read(b[:]) // a byte when listening; EOF when the process is gone, or EndStartup
+		n, _ := readyR.Read(b[:]) // a byte when listening; EOF when the process is gone, or EndStartup
+		p.said.Store(n > 0)
 		close(p.ready)
 	}()
 	return p, nil
@@ -117,6 +120,10 @@ func (p *Process) Exited() <-chan struct{} { return p.exited }
 // listens, or when it exits before (a worker that does not say so is
 // polled by the caller).
 func (p *Process) Ready() <-chan struct{} { return p.ready }
+
+// Listening reports whether the worker said, on the ready pipe, that it
+// listens: only a worker built with this library does.
+func (p *Process) Listening() bool { return p.said.Load() }
 
 // EndStartup stops watching for the worker to say that it listens: the
 // caller has connected, or given up. Ready is closed then, if it was not.

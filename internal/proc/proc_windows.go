@@ -30,7 +30,21 @@ func prepare(cmd *exec.Cmd, detached bool) {
 	cmd.SysProcAttr.CreationFlags |= attr.CreationFlags
 }
 
-func inheritPipes(*exec.Cmd, *os.File, *os.File) (readyFD, lifeFD int) { return 0, 0 }
+// inheritPipes passes the ready pipe to the worker as an inherited handle,
+// whose value it returns (the child sees the same value). There is no
+// lifeline on Windows: the job object and the worker's wait on the host's
+// process handle do its work.
+func inheritPipes(cmd *exec.Cmd, readyW, _ *os.File) (readyFD, lifeFD int) {
+	h := windows.Handle(readyW.Fd())
+	if windows.SetHandleInformation(h, windows.HANDLE_FLAG_INHERIT, windows.HANDLE_FLAG_INHERIT) != nil {
+		return 0, 0 // the worker is then found by polling
+	}
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.AdditionalInheritedHandles = append(cmd.SysProcAttr.AdditionalInheritedHandles, syscall.Handle(h))
+	return int(h), 0
+}
 
 // startProcess starts a non-detached worker inside a kill-on-close job,
 // before it can run any code, so that none of its children escape.

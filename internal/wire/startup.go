@@ -31,6 +31,7 @@ type StartupData struct {
 	HostPID  int    `json:"hostPid,omitempty"`  // the spawning host
 	Detached bool   `json:"detached,omitempty"` // the worker must outlive its host
 	OwnDir   bool   `json:"ownDir,omitempty"`   // the socket's directory is private to it: remove it on exit
+	Greet    bool   `json:"greet,omitempty"`    // the host waits for the worker to speak first on each connection
 }
 
 // Driver is the only driver the TypeScript worker accepts.
