@@ -212,6 +212,9 @@ func (c *Client) encode(ctx context.Context, dst []byte, typ string, payload any
 		return dst, nil, keep, "", err
 	}
 	frame, err = c.codec.frameMessage(dst, &m)
+	if err == nil && !c.peer.extended {
+		c.codec.warnNonASCII(frame, c.cfg.log)
+	}
 	return frame, nil, keep, m.Tx, err
 }
 

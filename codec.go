@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/isolated-workers/worker/internal/wire"
@@ -17,6 +18,7 @@ type codec struct {
 	term   []byte
 	max    int
 	direct direct // how frameValue encodes
+	warned atomic.Bool
 }
 
 // direct tells how a codec frames a message straight from its payload's
@@ -157,6 +159,21 @@ func (c *codec) parse(frame []byte, e *wire.Envelope) error {
 		return fmt.Errorf("%w: %s cannot parse a frame: %v", ErrProtocol, c.ser.Name(), err)
 	}
 	return nil
+}
+
+// warnNonASCII warns, once per connection, of a frame of a custom text
+// serializer with bytes outside ASCII, written to a peer that speaks only
+// the base protocol: a TypeScript receiver decodes UTF-8 per read and can
+// corrupt a character split between two reads. (The built-in JSON escapes
+// them.)
+func (c *codec) warnNonASCII(frame []byte, lg *logger) {
+	if c.direct != directNone || len(c.term) == 0 || c.warned.Load() || wire.IsASCII(frame) {
+		return
+	}
+	if c.warned.CompareAndSwap(false, true) {
+		lg.warn("the serializer writes characters outside ASCII to a base-protocol peer, which may corrupt one split between two reads (a TypeScript peer does): escape them as \\uXXXX, see examples/custom-serializer",
+			"serializer", c.ser.Name())
+	}
 }
 
 // message builds the untyped view of a parsed envelope, for middleware.

@@ -128,6 +128,9 @@ func (ss *session) send(ctx context.Context, tx, typ, errType string, payload []
 		}
 		frame, err = ss.codec.frameMessage((*fbuf)[:0], &m)
 	}
+	if err == nil && !ss.peer {
+		ss.codec.warnNonASCII(frame, ss.s.cfg.log)
+	}
 	*fbuf = frame
 	if errors.Is(err, ErrTooLarge) && errType != "" {
 		ss.replyError(ctx, tx, errType, tooLargeError(err))

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -113,9 +114,17 @@ func (s *Server) startupState(d wire.StartupData) *procState {
 		ps.mismatch = fmt.Errorf("%w: the host uses %s, this worker uses %s; configure the same serializer on both sides",
 			ErrSerializerMismatch, d.Serializer, s.cfg.ser.Name())
 	}
-	// The secret is not for the worker's own children.
+	// The secret is not for the worker's own children, nor should they
+	// take themselves for workers.
 	for _, k := range []string{wire.EnvStartupData, wire.EnvSocketPath, wire.EnvServerConnectTimeout, wire.EnvSerializer} {
 		os.Unsetenv(k)
+	}
+	// A TypeScript host starts its workers with Node's fork(), which gives
+	// them its IPC channel: not for the worker's children either.
+	if fd, err := strconv.Atoi(os.Getenv("NODE_CHANNEL_FD")); err == nil && fd > 2 {
+		proc.NoInherit(fd)
+		os.Unsetenv("NODE_CHANNEL_FD")
+		os.Unsetenv("NODE_CHANNEL_SERIALIZATION_MODE")
 	}
 	return ps
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"time"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/isolated-workers/worker"
 )
@@ -47,14 +49,38 @@ type envelope struct {
 }
 
 // AppendMessage appends the envelope of m; m.Payload was produced by
-// AppendPayload.
+// AppendPayload. Characters outside ASCII are escaped, as the built-in
+// worker.JSON does: a TypeScript peer decodes UTF-8 per read from the
+// socket, and would corrupt a character split between two reads.
 func (RecordSeparatorJSON) AppendMessage(dst []byte, m *worker.Message) ([]byte, error) {
 	e := envelope{Type: m.Type, Tx: m.Tx, Payload: m.Payload}
 	if !m.Deadline.IsZero() {
 		e.Deadline = m.Deadline.UnixMilli()
 	}
 	b, err := json.Marshal(&e)
-	return append(dst, b...), err
+	return appendEscaped(dst, b), err
+}
+
+// appendEscaped appends the JSON text js with every character outside ASCII
+// written as a \uXXXX escape (a surrogate pair above U+FFFF). It is the
+// same JSON: outside strings, JSON text is ASCII.
+func appendEscaped(dst, js []byte) []byte {
+	const hex = "0123456789abcdef"
+	u := func(dst []byte, r rune) []byte {
+		return append(dst, '\\', 'u', hex[r>>12&15], hex[r>>8&15], hex[r>>4&15], hex[r&15])
+	}
+	for _, r := range string(js) {
+		switch {
+		case r < utf8.RuneSelf:
+			dst = append(dst, byte(r))
+		case r > 0xFFFF:
+			r1, r2 := utf16.EncodeRune(r)
+			dst = u(u(dst, r1), r2)
+		default:
+			dst = u(dst, r)
+		}
+	}
+	return dst
 }
 
 // ParseMessage decodes one frame, without its terminator, into m.

@@ -92,3 +92,7 @@ func exitDetail(st *os.ProcessState) (code int, signal string) {
 	}
 	return st.ExitCode(), ""
 }
+
+// NoInherit makes an inherited descriptor close on exec, so that the
+// worker's own children do not inherit it.
+func NoInherit(fd int) { syscall.CloseOnExec(fd) }

@@ -118,3 +118,7 @@ func exitDetail(st *os.ProcessState) (code int, signal string) {
 	}
 	return st.ExitCode(), ""
 }
+
+// NoInherit has nothing to do on Windows: a child inherits only the
+// handles it is given.
+func NoInherit(int) {}
