@@ -145,7 +145,7 @@ func (e *RemoteError) Error() string {
 // keeps its code.
 func (e *RemoteError) ErrorCode() string { return e.Code }
 
-// Is reports whether target is an error with the same code (see CodeError),
+// Is reports whether target is an error with the same code (see NewError),
 // or ErrUnknownMessage for an unknown-type reply.
 func (e *RemoteError) Is(target error) bool {
 	switch target {

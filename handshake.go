@@ -78,7 +78,10 @@ const greetWait = 50 * time.Millisecond
 // extensions, without sending it anything first.
 type greeting struct {
 	wait time.Duration // how long to wait for the greeting of a worker not known to be ours
-	ours func() bool   // reports whether the worker has said that it is ours (the ready pipe)
+	// expect tells what to expect of the worker, from what it has said on
+	// its ready pipe so far: a greeting (greets), or the hello reply of an
+	// older worker of ours, which does not greet (ours and not greets).
+	expect func() (greets, ours bool)
 }
 
 // peerInfo is what the handshake taught the host about its worker.
@@ -126,6 +129,9 @@ func handshake(ctx context.Context, conn net.Conn, ser Serializer, secret, id st
 // not said that it is ours: a base-protocol peer. A worker that is ours is
 // waited for as long as ctx allows.
 func awaitGreeting(ctx context.Context, conn net.Conn, rd *wire.Reader, g *greeting) (bool, error) {
+	if greets, ours := g.expect(); ours && !greets {
+		return true, nil // an older worker of ours: it waits for the hello
+	}
 	deadline, _ := ctx.Deadline()
 	conn.SetReadDeadline(time.Now().Add(g.wait))
 	for {
@@ -144,7 +150,7 @@ func awaitGreeting(ctx context.Context, conn net.Conn, rd *wire.Reader, g *greet
 		if !wire.IsTimeout(err) || ctx.Err() != nil {
 			return false, handshakeErr(ctx, err)
 		}
-		if !g.ours() && len(rd.Buffered()) == 0 {
+		if greets, _ := g.expect(); !greets && len(rd.Buffered()) == 0 {
 			return false, nil // silent: a base-protocol peer
 		}
 		conn.SetReadDeadline(deadline) // ours, or part of a greeting has come: it is on its way

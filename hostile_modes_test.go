@@ -113,7 +113,9 @@ func hsPeercredDial() hsDialReport {
 	conn.Write([]byte(`{"type":"__iw.hello","tx":"peercred","payload":` + string(payload) + "}\n"))
 	var sb strings.Builder
 	buf := make([]byte, 4096)
-	for !strings.Contains(sb.String(), "\n") {
+	// A spawned worker greets first; the reply to the hello comes after.
+	const greeting = `{"type":"__iw.greeting","tx":"","payload":{"protocol":1}}` + "\n"
+	for !strings.Contains(strings.TrimPrefix(sb.String(), greeting), "\n") {
 		n, err := conn.Read(buf)
 		sb.Write(buf[:n])
 		if err != nil {

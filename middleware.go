@@ -52,7 +52,7 @@ func (m *Message) SetPayload(v any) error {
 
 func (m *Message) serializer() Serializer {
 	if m.ser == nil {
-		return JSON
+		return jsonSerializer{}
 	}
 	return m.ser
 }

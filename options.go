@@ -173,7 +173,7 @@ func (o *Options) resolve() *hostConfig {
 		o = &Options{}
 	}
 	return &hostConfig{
-		ser: orDefault(o.Serializer, JSON), mw: o.Middleware, tx: o.NewTx,
+		ser: orDefault[Serializer](o.Serializer, jsonSerializer{}), mw: o.Middleware, tx: o.NewTx,
 		log: newLogger(o.Logger, o.LogLevel), timeout: o.Timeout, timeouts: o.Timeouts,
 		max: orDefault(o.MaxMessageSize, defaultMaxMessageSize), base: o.BaseProtocol,
 		startup:     orDefault(o.StartupTimeout, defaultStartupTimeout),
@@ -201,7 +201,7 @@ func (o *ServerOptions) resolve() serverConfig {
 		o = &ServerOptions{}
 	}
 	return serverConfig{
-		ser: orDefault(o.Serializer, JSON), serChosen: o.Serializer != nil, mw: o.Middleware,
+		ser: orDefault[Serializer](o.Serializer, jsonSerializer{}), serChosen: o.Serializer != nil, mw: o.Middleware,
 		log: newLogger(o.Logger, o.LogLevel), keepAlive: o.KeepAlive,
 		hostConnect: o.HostConnectTimeout, drain: orDefault(o.DrainTimeout, defaultDrainTimeout),
 		max: orDefault(o.MaxMessageSize, defaultMaxMessageSize),

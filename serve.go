@@ -78,17 +78,15 @@ func (s *Server) serveProcess(ctx context.Context, exiting bool) error {
 		warmJSON()
 	}()
 	stopSignals := func() { <-notified; signal.Stop(sigs) }
+	ready := readyPipe(d)
 	ln, err := transport.Listen(d.SocketPath)
 	if err != nil {
+		ready.Close()
 		stopSignals()
 		return fmt.Errorf("worker: listening on %s: %w", d.SocketPath, err)
 	}
-	if d.ReadyFD > 0 {
-		if f := os.NewFile(uintptr(d.ReadyFD), "ready"); f != nil {
-			f.Write([]byte{1})
-			f.Close()
-		}
-	}
+	ready.Write([]byte{proc.NoteListening}) // the host dials now
+	ready.Close()
 	if !exiting {
 		// A process about to exit does not need this: it would only wait
 		// for a signal being delivered (SIGTERM, from a closing host) to
@@ -100,12 +98,32 @@ func (s *Server) serveProcess(ctx context.Context, exiting bool) error {
 	return wp.run(ctx)
 }
 
+// noteGreets, written on the ready pipe before the worker listens, tells
+// the host that the worker will greet it first (see greeting): the host
+// knows it before it can connect. An older worker writes only
+// proc.NoteListening, and is sent the hello at once.
+const noteGreets = 2
+
+// readyPipe opens the pipe on which the host waits for this worker to
+// listen, and says there that it will greet, if it will. Its methods do
+// nothing when the host passed none.
+func readyPipe(d wire.StartupData) *os.File {
+	if d.ReadyFD <= 0 {
+		return nil
+	}
+	f := os.NewFile(uintptr(d.ReadyFD), "ready")
+	if d.Greet {
+		f.Write([]byte{noteGreets})
+	}
+	return f
+}
+
 // startupState reads what the startup data says about this worker's
 // connections, and removes the startup data from the environment.
 func (s *Server) startupState(d wire.StartupData) *procState {
 	ps := &procState{secret: d.Secret, id: d.ID, greet: d.Greet}
-	if !s.cfg.serChosen && d.Serializer == Binary.Name() {
-		s.cfg.ser = Binary // no choice made here: follow the host's
+	if !s.cfg.serChosen && d.Serializer == (binarySerializer{}).Name() {
+		s.cfg.ser = binarySerializer{} // no choice made here: follow the host's
 	}
 	if d.Serializer != "" && d.Serializer != s.cfg.ser.Name() {
 		// Not a reason to exit before the host connects: the handshake

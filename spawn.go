@@ -27,9 +27,12 @@ import (
 // restarted after a crash (see CrashPolicy) runs a copy of cmd as it was
 // passed, without that context.
 //
-// Spawn returns once the worker has answered, within ctx and
-// opts.StartupTimeout. If the process exits first, Spawn fails at once with
-// a *CrashError carrying its exit status and the tail of its stderr.
+// Spawn returns once the host is connected, within ctx and
+// opts.StartupTimeout: to a Go worker after the handshake, to any other
+// (a TypeScript worker) once it has listened and stayed silent for 50ms,
+// a base-protocol peer that is then sent nothing but the calls. If the
+// process exits first, Spawn fails at once with a *CrashError carrying its
+// exit status and the tail of its stderr.
 func Spawn(ctx context.Context, cmd *exec.Cmd, opts *Options) (*Worker, error) {
 	if cmd.Process != nil {
 		return nil, errors.New("worker: Spawn: cmd was already started")
@@ -109,13 +112,21 @@ func (w *Worker) connect(ctx context.Context, p *proc.Process) (*Client, error) 
 		if err != nil {
 			return false, err
 		}
-		c, err = newClient(ctx, conn, w.cfg, w.secret, w.id, lostConn(p), &greeting{wait: greetWait, ours: p.Listening})
+		c, err = newClient(ctx, conn, w.cfg, w.secret, w.id, lostConn(p), &greeting{wait: greetWait, expect: expectOf(p)})
 		return refused(err), err
 	})
 	if err != nil && !refused(err) && p.HasExited() {
 		return nil, crashOf(p, errors.New("the worker exited during startup"))
 	}
 	return c, err
+}
+
+// expectOf tells, for a greeting, what p has said on its ready pipe.
+func expectOf(p *proc.Process) func() (greets, ours bool) {
+	return func() (greets, ours bool) {
+		greets = p.Noted(noteGreets)
+		return greets, greets || p.Noted(proc.NoteListening)
+	}
 }
 
 // crashOf describes the death of p (or, if it is alive, the loss of its

@@ -261,7 +261,8 @@ func (w *Worker) canDisconnect() error {
 }
 
 // Reconnect connects again to a keep-alive worker after Disconnect, with
-// the Connect retry policy. It does nothing if already connected.
+// Options.ConnectAttempts and ConnectDelay. It does nothing if already
+// connected.
 func (w *Worker) Reconnect(ctx context.Context) error {
 	w.mu.Lock()
 	err, connected := w.canDisconnect(), w.client != nil

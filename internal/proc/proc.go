@@ -42,7 +42,7 @@ type Process struct {
 	exited chan struct{} // closed once the process has been reaped
 	ready  chan struct{} // closed when the worker listens, or exits
 	readyR *os.File      // the ready pipe's read end, until EndStartup
-	said   atomic.Bool   // the worker wrote on the ready pipe
+	notes  atomic.Uint32 // bit b is set once the worker wrote byte b on the ready pipe
 	state  *os.ProcessState
 	stderr *Tail
 	life   *os.File // the host's end of the lifeline; closing it tells the worker to go
@@ -91,12 +91,7 @@ func Start(cmd *exec.Cmd, spec Spec) (*Process, error) {
 	}
 	p.stderr, p.life = stderr, lifeW
 	p.ready, p.readyR = make(chan struct{}), readyR
-	go func() {
-		var b [1]byte
-		n, _ := readyR.Read(b[:]) // a byte when listening; EOF when the process is gone, or EndStartup
-		p.said.Store(n > 0)
-		close(p.ready)
-	}()
+	go p.readReady(readyR)
 	return p, nil
 }
 
@@ -117,13 +112,38 @@ func (p *Process) Pid() int { return p.pid }
 func (p *Process) Exited() <-chan struct{} { return p.exited }
 
 // Ready returns a channel that is closed when the worker says that it
-// listens, or when it exits before (a worker that does not say so is
-// polled by the caller).
+// listens (NoteListening), or when it exits before (a worker that does not
+// say so is polled by the caller).
 func (p *Process) Ready() <-chan struct{} { return p.ready }
 
-// Listening reports whether the worker said, on the ready pipe, that it
-// listens: only a worker built with this library does.
-func (p *Process) Listening() bool { return p.said.Load() }
+// NoteListening is the byte a worker writes on its ready pipe once it
+// listens; it may write other bytes (below 32) before, which Noted reports.
+const NoteListening = 1
+
+// readReady records what the worker writes on the ready pipe until it
+// listens, exits, or EndStartup.
+func (p *Process) readReady(r *os.File) {
+	defer close(p.ready)
+	var b [8]byte
+	for {
+		n, err := r.Read(b[:])
+		for _, c := range b[:n] {
+			if c < 32 {
+				p.notes.Or(1 << c)
+			}
+			if c == NoteListening {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// Noted reports whether the worker wrote byte b (below 32) on its ready
+// pipe: only a worker built with this library writes on it.
+func (p *Process) Noted(b byte) bool { return b < 32 && p.notes.Load()&(1<<b) != 0 }
 
 // EndStartup stops watching for the worker to say that it listens: the
 // caller has connected, or given up. Ready is closed then, if it was not.

@@ -9,6 +9,13 @@ import (
 	"time"
 )
 
+const (
+	// CoalesceMax is the largest frame that a WriteQueue copies into its
+	// queue; a larger one is written by its writer, without a copy.
+	CoalesceMax = 32 << 10
+	queueMax    = 64 << 10
+)
+
 // WriteQueue writes the frames of many goroutines to one connection, with
 // group commit under load.
 //
@@ -20,7 +27,7 @@ import (
 // many frames per system call as there are, until the queue is empty.
 // Under load, one write per frame becomes one write per batch.
 //
-// A queued frame can be taken back (remove) as long as no byte of it has
+// A queued frame can be taken back (Remove) as long as no byte of it has
 // been written, so that a caller that gives up waiting does not have its
 // request sent later; if the flusher is writing it, the write is
 // interrupted (through the write deadline) and resumed without it.
@@ -30,11 +37,6 @@ import (
 // writes and writes it itself; while it waits, nobody else queues, so that
 // the queue drains. Waiting is cut short when the writer's done channel
 // closes; the frame is then not sent.
-const (
-	CoalesceMax = 32 << 10
-	queueMax    = 64 << 10
-)
-
 type WriteQueue struct {
 	Conn net.Conn
 	// Broken is called, once, by the goroutine that finds that a write
@@ -56,7 +58,7 @@ type WriteQueue struct {
 	spare  batch // buffers of an earlier batch, for the next queue
 	nextID uint64
 	// The batch the flusher is writing, and the tickets that were taken
-	// back while it was (see remove).
+	// back while it was (see Remove).
 	flying       []uint64
 	interrupting bool
 	unwanted     []uint64
@@ -88,11 +90,11 @@ var ErrWaitCanceled = errors.New("gave up waiting to write")
 // aLongTimeAgo is a deadline that interrupts a write at once.
 var aLongTimeAgo = time.Unix(1, 0)
 
-// write writes frame whole, followed by tail, or queues it (a frame with a
+// Write writes frame whole, followed by tail, or queues it (a frame with a
 // tail is big: it is never queued, nor tail copied). A nil error means written or
 // queued (a queued frame that later fails to go out breaks the stream,
 // which its writer learns from the connection); ticket, when not 0, takes
-// a queued frame back (see remove) if removable is set. Otherwise frame
+// a queued frame back (see Remove) if removable is set. Otherwise frame
 // was not sent, and err is ErrWaitCanceled when done closed while waiting;
 // a timeout (broken false) when deadline passed before any byte of it was
 // written, which leaves the stream intact; or the error that broke the
@@ -343,7 +345,7 @@ func (q *WriteQueue) takeUnwanted(id uint64) bool {
 	return false
 }
 
-// remove takes back the queued frame of ticket, unless its writing has
+// Remove takes back the queued frame of ticket, unless its writing has
 // begun. It reports whether it did: the frame will never be sent.
 func (q *WriteQueue) Remove(ticket uint64) bool {
 	q.mu.Lock()
@@ -383,7 +385,7 @@ func (q *WriteQueue) Remove(ticket uint64) bool {
 	}
 }
 
-// idle waits until nothing is queued or being written, or the stream broke.
+// Idle waits until nothing is queued or being written, or the stream broke.
 func (q *WriteQueue) Idle() {
 	q.mu.Lock()
 	for q.err == nil && q.writer != noWriter {
@@ -427,6 +429,7 @@ func (q *WriteQueue) signal() {
 	}
 }
 
+// IsTimeout reports whether err is a timeout of a deadline.
 func IsTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Stand-in for a host written with the TypeScript library isolated-workers
-// (child_process driver, default JsonSerializer). Plain Node, no dependencies.
+// (child_process driver, JsonSerializer by default). Plain Node, no dependencies.
 //
 //   node host.js <script.json>
 //
@@ -17,6 +17,26 @@ const DEFAULT_CONNECT_TIMEOUT_MS = 10000;
 const DEFAULT_CALL_TIMEOUT_MS = 10000;
 const DEFAULT_SERVER_CONNECT_TIMEOUT = 30000;
 const EXIT_GRACE_MS = 10000;
+
+// Serializers, as a TS host would pass them to createWorker({serializer}); the
+// same set as worker.js (IW_NODE_SERIALIZER there, "serializer" here).
+const SERIALIZERS = {
+  // The library's default JsonSerializer: NDJSON.
+  json: {
+    name: 'JsonSerializer',
+    terminator: '\n',
+    serialize: (msg) => JSON.stringify(msg),
+    deserialize: (text) => JSON.parse(text),
+  },
+  // VerboseJsonSerializer: pretty-printed JSON (frames contain single
+  // newlines), terminated by a blank line.
+  verbose: {
+    name: 'VerboseJsonSerializer',
+    terminator: '\n\n',
+    serialize: (msg) => JSON.stringify(msg, null, 2),
+    deserialize: (text) => JSON.parse(text),
+  },
+};
 
 function log(msg) {
   process.stderr.write(`[host.js] ${msg}\n`);
@@ -46,6 +66,15 @@ function loadScript(file) {
       throw new Fatal(`script.calls[${i}] must be an object with a string "type"`);
     }
   });
+  const serializer = script.serializer ?? 'json';
+  if (typeof serializer !== 'string' || !Object.prototype.hasOwnProperty.call(SERIALIZERS, serializer)) {
+    throw new Fatal(`script.serializer must be one of ${Object.keys(SERIALIZERS).map((n) => JSON.stringify(n)).join(', ')}`);
+  }
+  if (script.fork !== undefined && typeof script.fork !== 'boolean') throw new Fatal('script.fork must be a boolean');
+  const modulePath = script.module ?? 'worker';
+  if (typeof modulePath !== 'string') throw new Fatal('script.module must be a string');
+  const execArgv = script.execArgv ?? [];
+  if (!Array.isArray(execArgv)) throw new Fatal('script.execArgv must be an array');
   const num = (v, name, dflt) => {
     if (v === undefined) return dflt;
     if (typeof v !== 'number' || !Number.isFinite(v)) throw new Fatal(`script.${name} must be a number`);
@@ -57,6 +86,10 @@ function loadScript(file) {
     env,
     calls,
     concurrent: script.concurrent === true,
+    serializer: SERIALIZERS[serializer],
+    fork: script.fork === true,
+    module: modulePath,
+    execArgv: execArgv.map(String),
     cwd: script.cwd,
     socketPath: script.socketPath,
     serverConnectTimeout: num(script.serverConnectTimeout, 'serverConnectTimeout', DEFAULT_SERVER_CONNECT_TIMEOUT),
@@ -81,6 +114,41 @@ function removeSocketFile(socketPath) {
   }
 }
 
+// frameReader returns a 'data' listener that frames a byte stream the way the
+// TS library does, bug included: each chunk is decoded on its own with
+// chunk.toString('utf-8') and appended to a string buffer, which is then cut
+// at every occurrence of the terminator string. A multi-byte UTF-8 character
+// split across two reads therefore turns into U+FFFD replacement characters.
+//
+// The unterminated rest is kept as a list of decoded chunks (plus its last
+// terminator.length - 1 characters, to find a terminator split across chunks)
+// so that a long frame arriving in many reads costs linear time; the frames
+// produced are exactly those of `buffer += chunk.toString(); indexOf(...)`.
+function frameReader(terminator, onFrame) {
+  const keep = terminator.length - 1;
+  let parts = [];
+  let tail = '';
+  return (chunk) => {
+    const text = chunk.toString('utf-8'); // per chunk, as the TS library does
+    parts.push(text);
+    const probe = tail + text;
+    if (probe.indexOf(terminator) === -1) {
+      tail = keep > 0 ? probe.slice(-keep) : '';
+      return;
+    }
+    const buffer = parts.length === 1 ? text : parts.join('');
+    let start = 0;
+    let i;
+    while ((i = buffer.indexOf(terminator, start)) !== -1) {
+      onFrame(buffer.slice(start, i));
+      start = i + terminator.length;
+    }
+    const rest = buffer.slice(start);
+    parts = rest === '' ? [] : [rest];
+    tail = keep > 0 ? rest.slice(-keep) : '';
+  };
+}
+
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function describeExit(e) {
@@ -102,20 +170,38 @@ async function main() {
   env.ISOLATED_WORKERS_STARTUP_DATA = JSON.stringify({
     driver: 'child_process',
     socketPath,
-    serializer: 'JsonSerializer',
+    serializer: script.serializer.name, // the TS host sends serializer.constructor.name
     serverConnectTimeout: script.serverConnectTimeout,
   });
   env.ISOLATED_WORKERS_SOCKET_PATH = socketPath;
   env.ISOLATED_WORKERS_SERVER_CONNECT_TIMEOUT = String(script.serverConnectTimeout);
 
-  // ---- spawn ----
+  // ---- spawn or fork ----
   // The child's stderr is inherited; its stdout goes to our stderr so that our
   // stdout carries only the result line.
-  const child = childProcess.spawn(script.command, script.args, {
-    env,
-    cwd: script.cwd,
-    stdio: ['ignore', 2, 'inherit'],
-  });
+  let child;
+  if (script.fork) {
+    // As the TS host does it: child_process.fork() runs
+    //   execPath ...execArgv modulePath ...args
+    // and gives the child Node's IPC channel on fd 3 (NODE_CHANNEL_FD=3 and
+    // NODE_CHANNEL_SERIALIZATION_MODE in its environment). The TS host forks
+    // with silent: false (stdout inherited); we pipe stdout to our stderr.
+    child = childProcess.fork(script.module, script.args, {
+      execPath: script.command,
+      execArgv: script.execArgv,
+      env,
+      cwd: script.cwd,
+      stdio: ['inherit', 'pipe', 'inherit', 'ipc'],
+    });
+    if (child.stdout) child.stdout.pipe(process.stderr, { end: false });
+    // Nothing is sent over the IPC channel: all traffic goes over the socket.
+  } else {
+    child = childProcess.spawn(script.command, script.args, {
+      env,
+      cwd: script.cwd,
+      stdio: ['ignore', 2, 'inherit'],
+    });
+  }
   let exitInfo = null;
   const exited = new Promise((resolve) => {
     child.on('exit', (code, signal) => {
@@ -155,7 +241,10 @@ async function main() {
     socket = await connect(socketPath, script.connectTimeoutMs, () => exitInfo, exited);
     const results = await runCalls(script, socket, () => exitInfo, exited, () => closing);
     await shutdown();
-    process.stdout.write(JSON.stringify({ results, worker: { code: exitInfo.code, signal: exitInfo.signal } }) + '\n');
+    const line = JSON.stringify({ results, worker: { code: exitInfo.code, signal: exitInfo.signal } }) + '\n';
+    // Wait until the line is flushed: a stdout pipe can take a large write
+    // asynchronously, and process.exit() would cut it short.
+    await new Promise((resolve) => process.stdout.write(line, () => resolve()));
   } catch (err) {
     closing = true;
     if (socket) socket.destroy();
@@ -216,12 +305,11 @@ async function runCalls(script, socket, getExit, exited, isClosing) {
     }
   }
 
-  function onReply(line) {
-    const text = line.toString('utf8');
-    if (text.trim() === '') return;
+  function onReply(text) {
+    if (text.trim() === '') return; // blank frames are ignored
     let msg;
     try {
-      msg = JSON.parse(text);
+      msg = serializer.deserialize(text);
     } catch (err) {
       log(`failed to parse reply (dropped): ${err.message}: ${JSON.stringify(text.slice(0, 200))}`);
       return;
@@ -248,20 +336,8 @@ async function runCalls(script, socket, getExit, exited, isClosing) {
     }
   }
 
-  // NDJSON framing on bytes.
-  let partial = [];
-  socket.on('data', (chunk) => {
-    let start = 0;
-    let nl;
-    while ((nl = chunk.indexOf(0x0a, start)) !== -1) {
-      const part = chunk.subarray(start, nl);
-      const line = partial.length === 0 ? part : Buffer.concat([...partial, part]);
-      partial = [];
-      onReply(line);
-      start = nl + 1;
-    }
-    if (start < chunk.length) partial.push(chunk.subarray(start));
-  });
+  const serializer = script.serializer;
+  socket.on('data', frameReader(serializer.terminator, onReply));
   socket.on('error', (err) => {
     if (!isClosing()) log(`socket error: ${err.message}`);
   });
@@ -308,7 +384,7 @@ async function runCalls(script, socket, getExit, exited, isClosing) {
       });
       // JSON.stringify writes non-ASCII characters raw (UTF-8), as the TS library
       // does; a call without "payload" is sent without a payload key.
-      socket.write(JSON.stringify({ type: c.type, payload: c.payload, tx }) + '\n');
+      socket.write(serializer.serialize({ type: c.type, payload: c.payload, tx }) + serializer.terminator);
     });
   }
 

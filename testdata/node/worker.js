@@ -1,7 +1,11 @@
 #!/usr/bin/env node
 // Stand-in for a worker written with the TypeScript library isolated-workers
-// (child_process driver, default JsonSerializer). Plain Node, no dependencies.
+// (child_process driver, JsonSerializer by default). Plain Node, no dependencies.
 // See README.md in this directory.
+//
+// Test knobs (environment): IW_NODE_SERIALIZER=json|verbose picks the
+// serializer; IW_NODE_VALIDATE=1 installs a validation middleware that throws
+// for message types without a handler.
 'use strict';
 
 const fs = require('node:fs');
@@ -9,6 +13,26 @@ const net = require('node:net');
 
 const STARTUP_DATA_ENV_KEY = 'ISOLATED_WORKERS_STARTUP_DATA';
 const DEFAULT_SERVER_CONNECT_TIMEOUT = 30000;
+
+// Serializers, as a TS worker would pass them to startWorkerServer(). The TS
+// worker does not look at the startup data's "serializer" field (nor does this).
+const SERIALIZERS = {
+  // The library's default JsonSerializer: NDJSON.
+  json: {
+    name: 'JsonSerializer',
+    terminator: '\n',
+    serialize: (msg) => JSON.stringify(msg),
+    deserialize: (text) => JSON.parse(text),
+  },
+  // VerboseJsonSerializer: pretty-printed JSON (frames contain single
+  // newlines), terminated by a blank line.
+  verbose: {
+    name: 'VerboseJsonSerializer',
+    terminator: '\n\n',
+    serialize: (msg) => JSON.stringify(msg, null, 2),
+    deserialize: (text) => JSON.parse(text),
+  },
+};
 
 function log(...args) {
   process.stderr.write(`[worker.js ${process.pid}] ${args.join(' ')}\n`);
@@ -41,6 +65,12 @@ if (typeof startup.socketPath !== 'string' || startup.socketPath === '') {
   refuse(`${STARTUP_DATA_ENV_KEY}.socketPath is missing`);
 }
 const socketPath = startup.socketPath;
+const serializerName = process.env.IW_NODE_SERIALIZER || 'json';
+if (!Object.prototype.hasOwnProperty.call(SERIALIZERS, serializerName)) {
+  refuse(`IW_NODE_SERIALIZER is ${JSON.stringify(serializerName)}, want one of ${Object.keys(SERIALIZERS).join(', ')}`);
+}
+const serializer = SERIALIZERS[serializerName];
+const validate = process.env.IW_NODE_VALIDATE === '1';
 const serverConnectTimeout =
   typeof startup.serverConnectTimeout === 'number' && Number.isFinite(startup.serverConnectTimeout)
     ? startup.serverConnectTimeout
@@ -69,7 +99,32 @@ const handlers = new Map(Object.entries({
     process.exit(Number(p && p.code) || 0);
   },
   env: (p) => ({ value: process.env[p && p.name] ?? null }),
+  // Every message type received so far, on any connection, in arrival order
+  // (this request's own "seen" is the last one).
+  seen: () => ({ types: seenTypes.slice() }),
 }));
+
+// The "type" of every frame that parsed as JSON with a string "type",
+// recorded before any middleware or handler lookup.
+const seenTypes = [];
+
+// Incoming middleware, as a TS worker passes them to startWorkerServer({middleware}).
+// A common validation pattern: throw for a message no handler knows. In the TS
+// library a throw here means the message gets no reply at all (it is logged).
+const middleware = [];
+if (validate) {
+  middleware.push((message, direction) => {
+    if (direction === 'incoming' && !(typeof message.type === 'string' && handlers.has(message.type))) {
+      throw new Error(`no handler for message type ${JSON.stringify(message.type)}`);
+    }
+    return message;
+  });
+}
+
+async function applyIncomingMiddleware(message) {
+  for (const m of middleware) message = await m(message, 'incoming');
+  return message;
+}
 
 // serializeError, as the TS library does it.
 function serializeError(err) {
@@ -101,10 +156,22 @@ function send(socket, msg) {
     return;
   }
   // JSON.stringify writes non-ASCII characters raw (UTF-8), as the TS library does.
-  socket.write(JSON.stringify(msg) + '\n');
+  socket.write(serializer.serialize(msg) + serializer.terminator);
 }
 
-async function handleMessage(socket, msg) {
+async function handleMessage(socket, received) {
+  let msg = received;
+  // As in the TS worker, middleware is only awaited when there is some (so
+  // without it a handler starts synchronously, in the 'data' event).
+  if (middleware.length > 0) {
+    try {
+      msg = await applyIncomingMiddleware(received);
+    } catch (err) {
+      // As in the TS worker: a throw in middleware gets no reply, only a log line.
+      log(`middleware rejected ${received.type}: ${err && err.message} (no reply)`);
+      return;
+    }
+  }
   const { type, tx } = msg;
   const handler = typeof type === 'string' && handlers.has(type) ? handlers.get(type) : undefined;
   if (!handler) {
@@ -120,18 +187,51 @@ async function handleMessage(socket, msg) {
   }
 }
 
-function handleLine(socket, lineBytes) {
-  // Decode a whole line at once: a multi-byte character split across reads
-  // is reassembled because framing happens on bytes.
-  const line = lineBytes.toString('utf8');
-  if (line.trim() === '') return; // blank lines are ignored
+// frameReader returns a 'data' listener that frames a byte stream the way the
+// TS library does, bug included: each chunk is decoded on its own with
+// chunk.toString('utf-8') and appended to a string buffer, which is then cut
+// at every occurrence of the terminator string. A multi-byte UTF-8 character
+// split across two reads therefore turns into U+FFFD replacement characters.
+//
+// The unterminated rest is kept as a list of decoded chunks (plus its last
+// terminator.length - 1 characters, to find a terminator split across chunks)
+// so that a long frame arriving in many reads costs linear time; the frames
+// produced are exactly those of `buffer += chunk.toString(); indexOf(...)`.
+function frameReader(terminator, onFrame) {
+  const keep = terminator.length - 1;
+  let parts = [];
+  let tail = '';
+  return (chunk) => {
+    const text = chunk.toString('utf-8'); // per chunk, as the TS library does
+    parts.push(text);
+    const probe = tail + text;
+    if (probe.indexOf(terminator) === -1) {
+      tail = keep > 0 ? probe.slice(-keep) : '';
+      return;
+    }
+    const buffer = parts.length === 1 ? text : parts.join('');
+    let start = 0;
+    let i;
+    while ((i = buffer.indexOf(terminator, start)) !== -1) {
+      onFrame(buffer.slice(start, i));
+      start = i + terminator.length;
+    }
+    const rest = buffer.slice(start);
+    parts = rest === '' ? [] : [rest];
+    tail = keep > 0 ? rest.slice(-keep) : '';
+  };
+}
+
+function handleFrame(socket, frame) {
+  if (frame.trim() === '') return; // blank frames are ignored
   let msg;
   try {
-    msg = JSON.parse(line);
+    msg = serializer.deserialize(frame);
   } catch (err) {
-    log(`failed to parse message (no reply): ${err.message}: ${JSON.stringify(line.slice(0, 100))}`);
+    log(`failed to parse message (no reply): ${err.message}: ${JSON.stringify(frame.slice(0, 100))}`);
     return;
   }
+  if (msg !== null && typeof msg === 'object' && typeof msg.type === 'string') seenTypes.push(msg.type);
   if (msg === null) {
     // The TS worker fails on `null` while reading its fields: no reply.
     log('message is null (no reply)');
@@ -154,21 +254,7 @@ const server = net.createServer((socket) => {
     return;
   }
   sockets.add(socket);
-  // Bytes of the current, unterminated line, kept as a list of chunks so that
-  // a long line arriving in many reads costs linear time.
-  let pending = [];
-  socket.on('data', (chunk) => {
-    let start = 0;
-    let nl;
-    while ((nl = chunk.indexOf(0x0a, start)) !== -1) {
-      const part = chunk.subarray(start, nl);
-      const line = pending.length === 0 ? part : Buffer.concat([...pending, part]);
-      pending = [];
-      handleLine(socket, line);
-      start = nl + 1;
-    }
-    if (start < chunk.length) pending.push(chunk.subarray(start));
-  });
+  socket.on('data', frameReader(serializer.terminator, (frame) => handleFrame(socket, frame)));
   socket.on('error', (err) => log(`socket error: ${err.message}`));
   // Keep-alive: when the host goes away, keep listening for a new connection.
   socket.on('close', () => sockets.delete(socket));
