@@ -101,8 +101,8 @@ func inProcess(tb testing.TB, kind string, ser worker.Serializer) *worker.Client
 var serializers = []struct {
 	name string
 	ser  worker.Serializer
-	mode string // helper worker mode
-}{{"json", worker.JSON, ""}, {"binary", worker.Binary, "binary"}}
+	role string // the worker role (roles_test.go)
+}{{"json", worker.JSON, "worker"}, {"binary", worker.Binary, "worker-binary"}}
 
 // benchCalls runs the three workloads on a caller.
 func benchCalls(b *testing.B, c worker.Caller, ping worker.MessageType[PingReq, PingRes], echo worker.MessageType[[]byte, []byte], want string) {
@@ -175,7 +175,7 @@ func BenchmarkInProcess(b *testing.B) {
 func BenchmarkProcess(b *testing.B) {
 	for _, s := range serializers {
 		b.Run(s.name, func(b *testing.B) {
-			w := spawn(b, s.mode, &worker.Options{Serializer: s.ser})
+			w := spawn(b, s.role, &worker.Options{Serializer: s.ser})
 			benchCalls(b, w, Ping, Echo, "pong: hello")
 		})
 	}
@@ -186,7 +186,7 @@ func BenchmarkSpawnClose(b *testing.B) {
 	b.ReportAllocs()
 	ctx := context.Background()
 	for b.Loop() {
-		w, err := worker.Spawn(ctx, helperCmd(b, ""), nil)
+		w, err := worker.Spawn(ctx, roleCmd(b, "worker"), nil)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -15,7 +15,7 @@ import (
 )
 
 func TestConcurrentCallsShareOneConnection(t *testing.T) {
-	w := spawn(t, "", nil)
+	w := spawn(t, "worker", nil)
 	ctx := testCtx(t)
 	const goroutines, each = 64, 50
 	var wg sync.WaitGroup
@@ -43,7 +43,7 @@ func TestConcurrentCallsShareOneConnection(t *testing.T) {
 }
 
 func TestRepliesInCompletionOrder(t *testing.T) {
-	w := spawn(t, "", nil)
+	w := spawn(t, "worker", nil)
 	ctx, cancel := context.WithCancel(testCtx(t))
 	defer cancel()
 	slow := make(chan error, 1)
@@ -68,7 +68,7 @@ func TestRepliesInCompletionOrder(t *testing.T) {
 }
 
 func TestRemoteErrors(t *testing.T) {
-	w := spawn(t, "", nil)
+	w := spawn(t, "worker", nil)
 	ctx := testCtx(t)
 
 	_, err := worker.Call(ctx, w, Fail, FailReq{Message: "plain failure"})
@@ -105,14 +105,14 @@ func TestRemoteErrors(t *testing.T) {
 }
 
 func TestVoidMessage(t *testing.T) {
-	w := spawn(t, "", nil)
+	w := spawn(t, "worker", nil)
 	if _, err := worker.Call(testCtx(t), w, Notify, PingReq{Message: "x"}); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestBinarySerializer(t *testing.T) {
-	w := spawn(t, "binary", &worker.Options{Serializer: worker.Binary})
+	w := spawn(t, "worker-binary", &worker.Options{Serializer: worker.Binary})
 	big := make([]byte, 1<<20)
 	for i := range big {
 		big[i] = byte(i * 7)
@@ -132,19 +132,19 @@ func TestBinarySerializer(t *testing.T) {
 
 func TestSerializerMismatchFailsSpawn(t *testing.T) {
 	for _, tc := range []struct {
-		mode string
+		role string
 		ser  worker.Serializer
-	}{{"json", worker.Binary}, {"binary", worker.JSON}} {
-		_, err := worker.Spawn(testCtx(t), helperCmd(t, tc.mode), &worker.Options{Serializer: tc.ser})
+	}{{"worker-json", worker.Binary}, {"worker-binary", worker.JSON}} {
+		_, err := worker.Spawn(testCtx(t), roleCmd(t, tc.role), &worker.Options{Serializer: tc.ser})
 		if !errors.Is(err, worker.ErrSerializerMismatch) || !strings.Contains(err.Error(), "configure the same serializer") {
-			t.Fatalf("host %s, worker mode %q: got %v", tc.ser.Name(), tc.mode, err)
+			t.Fatalf("host %s, worker role %q: got %v", tc.ser.Name(), tc.role, err)
 		}
 	}
 }
 
 // A worker that did not choose a serializer follows the host's built-in one.
 func TestWorkerAdoptsTheHostsBuiltinSerializer(t *testing.T) {
-	w := spawn(t, "", &worker.Options{Serializer: worker.Binary})
+	w := spawn(t, "worker", &worker.Options{Serializer: worker.Binary})
 	got, err := worker.Call(testCtx(t), w, Echo, []byte{0, 1, 2, 255})
 	if err != nil || string(got) != "\x00\x01\x02\xff" {
 		t.Fatalf("got %q, %v", got, err)
@@ -179,7 +179,7 @@ func TestHostMiddleware(t *testing.T) {
 		}
 		return nil
 	}
-	w := spawn(t, "", &worker.Options{Middleware: []worker.Middleware{record("A"), rewrite, record("B"), fail}})
+	w := spawn(t, "worker", &worker.Options{Middleware: []worker.Middleware{record("A"), rewrite, record("B"), fail}})
 	res, err := worker.Call(testCtx(t), w, Ping, PingReq{Message: "quiet"})
 	if err != nil || res.Message != "pong: QUIET" {
 		t.Fatalf("got %q, %v", res.Message, err)
@@ -200,7 +200,7 @@ func TestHostMiddleware(t *testing.T) {
 func TestCustomTransactionIDs(t *testing.T) {
 	var n atomic.Int64
 	var seen sync.Map
-	w := spawn(t, "", &worker.Options{
+	w := spawn(t, "worker", &worker.Options{
 		NewTx: func(m *worker.Message) string { return fmt.Sprintf("%s-%d", m.Type, n.Add(1)) },
 		Middleware: []worker.Middleware{func(ctx context.Context, m *worker.Message) error {
 			if m.Incoming {
@@ -233,7 +233,7 @@ func (h panickingHandler) WithGroup(string) slog.Handler      { return h }
 
 func TestBrokenLoggerNeverBreaksACall(t *testing.T) {
 	var calls atomic.Int64
-	w := spawn(t, "", &worker.Options{Logger: slog.New(panickingHandler{&calls}), LogLevel: slog.LevelDebug})
+	w := spawn(t, "worker", &worker.Options{Logger: slog.New(panickingHandler{&calls}), LogLevel: slog.LevelDebug})
 	if _, err := worker.Call(testCtx(t), w, Ping, PingReq{}); err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +245,7 @@ func TestBrokenLoggerNeverBreaksACall(t *testing.T) {
 
 func TestLogLevelFilters(t *testing.T) {
 	var calls atomic.Int64
-	w := spawn(t, "", &worker.Options{Logger: slog.New(panickingHandler{&calls}), LogLevel: slog.LevelError})
+	w := spawn(t, "worker", &worker.Options{Logger: slog.New(panickingHandler{&calls}), LogLevel: slog.LevelError})
 	if _, err := worker.Call(testCtx(t), w, Ping, PingReq{}); err != nil {
 		t.Fatal(err)
 	}
@@ -256,7 +256,7 @@ func TestLogLevelFilters(t *testing.T) {
 }
 
 func TestConnectDelayError(t *testing.T) {
-	w := spawn(t, "", nil)
+	w := spawn(t, "worker", nil)
 	tok := w.Token()
 	w.Close()
 	calls := 0
@@ -269,7 +269,7 @@ func TestConnectDelayError(t *testing.T) {
 }
 
 func TestConnectAttempts(t *testing.T) {
-	w := spawn(t, "", nil)
+	w := spawn(t, "worker", nil)
 	tok := w.Token()
 	w.Close()
 	var delays []int
@@ -283,7 +283,7 @@ func TestConnectAttempts(t *testing.T) {
 }
 
 func TestCloseRejectsPendingCalls(t *testing.T) {
-	w := spawn(t, "", nil)
+	w := spawn(t, "worker", nil)
 	started := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
@@ -316,7 +316,7 @@ func TestCloseRejectsPendingCalls(t *testing.T) {
 }
 
 func TestEnvAndArgsReachTheWorker(t *testing.T) {
-	cmd := helperCmd(t, "")
+	cmd := roleCmd(t, "worker")
 	cmd.Env = append(cmd.Env, "IW_TEST_GREETING=bonjour")
 	w, err := worker.Spawn(testCtx(t), cmd, nil)
 	if err != nil {

@@ -36,7 +36,7 @@ func ExampleMain() {
 func ExampleAttach() {
 	ctx := context.Background()
 	cmd := exampleWorkerCmd()
-	cmd.Env = append(cmd.Env, "IW_TEST_MODE=keepalive") // the worker keeps listening without a host
+	cmd.Env = append(cmd.Env, "IW_TEST_ROLE=worker-keepalive") // the worker keeps listening without a host
 	first, err := worker.Spawn(ctx, cmd, &worker.Options{Detached: true})
 	if err != nil {
 		log.Fatal(err)

@@ -15,7 +15,7 @@ import (
 	"github.com/isolated-workers/worker"
 )
 
-// Messages of the "hostile" test worker (see hostileMode).
+// Messages of the "hostile" test worker (see hsWorker).
 var (
 	// HSMwPanicIn's request makes the worker's incoming middleware panic.
 	HSMwPanicIn = worker.Define[string, string]("mwPanicIn")
@@ -26,12 +26,12 @@ var (
 	HSStressCount = worker.Define[worker.Void, int64]("stressCount")
 )
 
-// Environment of the "peercred-dial" mode.
+// Environment of the "peercred-dial" role.
 const (
 	hsEnvDialToken = "IW_DIAL_TOKEN" // the Worker.Token of the worker to dial
 )
 
-// hsDialReport is what the "peercred-dial" mode prints on stdout.
+// hsDialReport is what the "peercred-dial" role prints on stdout.
 type hsDialReport struct {
 	UID     int    `json:"uid"`
 	DialErr string `json:"dialErr,omitempty"`
@@ -39,19 +39,10 @@ type hsDialReport struct {
 	ReadErr string `json:"readErr,omitempty"`
 }
 
-// hostileMode runs the test-worker modes of the hostile-input, security
-// and stress tests. It does not return.
-func hostileMode(mode string) {
-	switch mode {
-	case "peercred-dial":
-		r := hsPeercredDial()
-		json.NewEncoder(os.Stdout).Encode(r)
-		os.Exit(0)
-	case "hostile":
-		hsWorker()
-	}
-	fmt.Fprintln(os.Stderr, "unknown hostile mode", mode)
-	os.Exit(2)
+// hsPeercredDialRole is the "peercred-dial" role: it reports, on stdout,
+// what hsPeercredDial got.
+func hsPeercredDialRole() {
+	json.NewEncoder(os.Stdout).Encode(hsPeercredDial())
 }
 
 // hsWorker is the usual test worker plus middleware that panics on

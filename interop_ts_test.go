@@ -254,3 +254,14 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// A Go program that a Go worker starts does not take itself for a worker:
+// the worker removed the startup data from its environment.
+func TestWorkersChildIsNotAWorker(t *testing.T) {
+	rolesUsed.Store("child-main", true) // requested by the worker, a process of its own
+	w := spawn(t, "worker", nil)
+	out, err := worker.Call(testCtx(t), w, ChildRun, worker.Void{})
+	if err != nil || out != "not a worker" {
+		t.Fatalf("the child printed %q, %v; want worker.Main to return in it", out, err)
+	}
+}

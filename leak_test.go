@@ -12,8 +12,9 @@ import (
 )
 
 // runWithLeakChecks runs the tests with TMPDIR pointing at a fresh
-// directory, then fails the run if any goroutine, child process or socket
-// file outlived them.
+// directory, then fails the run if a registered role went unused (see
+// roles_test.go), or if any goroutine, child process or socket file
+// outlived the tests.
 func runWithLeakChecks(m *testing.M) int {
 	tmp, err := os.MkdirTemp("", "iw-test-")
 	if err != nil {
@@ -26,11 +27,14 @@ func runWithLeakChecks(m *testing.M) int {
 	if code != 0 {
 		return code
 	}
+	if unused := unusedRoles(); len(unused) > 0 {
+		fmt.Fprintf(os.Stderr, "ROLE CHECK FAILED: roles registered in roles_test.go but used by no test: %v\n", unused)
+		return 1
+	}
 	var problems []string
 	// Leaked resources are released by goroutines that may still be
 	// finishing; poll with a deadline, as goleak does.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	poll(5*time.Second, func() bool {
 		problems = problems[:0]
 		if g := leakedGoroutines(); len(g) > 0 {
 			problems = append(problems, "goroutines:\n"+strings.Join(g, "\n\n"))
@@ -41,11 +45,8 @@ func runWithLeakChecks(m *testing.M) int {
 		if f := leftovers(tmp); len(f) > 0 {
 			problems = append(problems, "files left in TMPDIR: "+strings.Join(f, ", "))
 		}
-		if len(problems) == 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return len(problems) == 0
+	})
 	if len(problems) > 0 {
 		fmt.Fprintln(os.Stderr, "LEAK CHECK FAILED:\n"+strings.Join(problems, "\n"))
 		return 1

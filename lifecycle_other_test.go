@@ -2,7 +2,12 @@
 
 package worker_test
 
-// lifecycleRole has no extra roles here: the lifecycle tests use POSIX
-// signals and /proc (lifecycle_test.go, Unix) or job objects and process
-// handles (lifecycle_windows_test.go, Windows).
-func lifecycleRole() {}
+import "errors"
+
+// The lifecycle tests need POSIX signals and /proc (lifecycle_unix_test.go)
+// or job objects and process handles (lifecycle_windows_test.go); here only
+// the lifecycle roles' hooks are stubbed.
+
+func lcTermSelf() error { return errors.New("no SIGTERM here") }
+
+func lcIgnoreTerm() {}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/isolated-workers/worker"
+	"github.com/isolated-workers/worker/internal/wire"
 )
 
 // The contract shared by the tests (the host) and the test binary
@@ -52,42 +53,29 @@ var (
 	GetPid   = worker.Define[worker.Void, int]("pid")
 	Unknown  = worker.Define[string, string]("no-such-handler")
 	Canceled = worker.Define[string, string]("lastCanceled")
+	EchoText = worker.Define[string, string]("echoText")
+	ChildFD3 = worker.Define[worker.Void, string]("childFD3")  // is fd 3 open in a child of the worker?
+	ChildRun = worker.Define[worker.Void, string]("childMain") // the output of a child in role child-main
 
 	ErrNotFound = worker.NewError("E_NOT_FOUND", "not found")
 )
 
-// Environment of the test worker.
-const (
-	envMode = "IW_TEST_MODE" // selects a worker behaviour, see testWorker
-)
-
 func TestMain(m *testing.M) {
-	lifecycleRole() // lifecycle_test.go: host roles and lc workers; returns in the test process
-	if _, ok := os.LookupEnv("ISOLATED_WORKERS_STARTUP_DATA"); ok {
-		testWorker(os.Getenv(envMode))
-		return
+	if name, ok := os.LookupEnv(envRole); ok {
+		runRole(name) // roles_test.go; does not return
+	}
+	// Started as a worker without a role (the examples, the TypeScript
+	// host, a caller's own exec.Cmd): the plain test worker.
+	if _, ok := os.LookupEnv(wire.EnvStartupData); ok {
+		runRole("worker")
 	}
 	os.Exit(runWithLeakChecks(m))
 }
 
-// testWorker is the worker side of the tests.
-func testWorker(mode string) {
-	opts := &worker.ServerOptions{}
-	switch mode {
-	case "exit-at-startup":
-		fmt.Fprintln(os.Stderr, "boom: refusing to start")
-		os.Exit(3)
-	case "never-listen":
-		time.Sleep(time.Hour) // not select{}: with no other goroutine that is a fatal deadlock
-	case "keepalive":
-		opts.KeepAlive = true
-	case "binary":
-		opts.Serializer = worker.Binary
-	case "json":
-		opts.Serializer = worker.JSON
-	case "hostile", "peercred-dial":
-		hostileMode(mode) // hostile_modes_test.go; does not return
-	}
+// testWorker is the test worker of the "worker*" roles: the messages of
+// registerHandlers, served with opts (and a debug log on stderr if
+// IW_TEST_LOG is set).
+func testWorker(opts *worker.ServerOptions) {
 	if os.Getenv("IW_TEST_LOG") != "" {
 		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		opts.LogLevel = slog.LevelDebug
@@ -102,6 +90,19 @@ func testWorker(mode string) {
 var lastCanceled = make(chan string, 100)
 
 func registerHandlers(s *worker.Server) {
+	worker.Handle(s, EchoText, func(ctx context.Context, p string) (string, error) { return p, nil })
+	worker.Handle(s, ChildFD3, func(ctx context.Context, _ worker.Void) (string, error) {
+		out, err := exec.CommandContext(ctx, "sh", "-c", "if [ -e /dev/fd/3 ]; then echo open; else echo closed; fi").Output()
+		return strings.TrimSpace(string(out)), err
+	})
+	worker.Handle(s, ChildRun, func(ctx context.Context, _ worker.Void) (string, error) {
+		cmd, err := roleCommand("child-main")
+		if err != nil {
+			return "", err
+		}
+		out, err := cmd.Output()
+		return string(out), err
+	})
 	worker.Handle(s, Ping, func(ctx context.Context, p PingReq) (PingRes, error) {
 		return PingRes{Message: "pong: " + p.Message}, nil
 	})
@@ -148,31 +149,40 @@ func registerHandlers(s *worker.Server) {
 	worker.Handle(s, GetPid, func(ctx context.Context, _ worker.Void) (int, error) { return os.Getpid(), nil })
 }
 
-// helperCmd returns a command that re-executes the test binary as a worker
-// in the given mode.
-func helperCmd(t testing.TB, mode string) *exec.Cmd {
-	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe, "-test.run=^$")
-	// The race runtime sleeps 1s at exit by default; workers exit often here.
-	cmd.Env = append(os.Environ(), envMode+"="+mode, "GORACE=atexit_sleep_ms=0")
-	return cmd
-}
-
-// spawn starts a test worker and closes it at the end of the test.
-func spawn(t testing.TB, mode string, opts *worker.Options) *worker.Worker {
+// spawn starts the test binary in role (a worker role) and closes the
+// worker at the end of the test.
+func spawn(t testing.TB, role string, opts *worker.Options) *worker.Worker {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	w, err := worker.Spawn(ctx, helperCmd(t, mode), opts)
+	w, err := worker.Spawn(ctx, roleCmd(t, role), opts)
 	if err != nil {
-		t.Fatalf("Spawn(%s): %v", mode, err)
+		t.Fatalf("Spawn(%s): %v", role, err)
 	}
 	t.Cleanup(func() { w.Close() })
 	return w
+}
+
+// eventually polls cond until it holds, and fails the test, naming what
+// it waited for, if it does not within d.
+func eventually(t testing.TB, d time.Duration, cond func() bool, what string) {
+	t.Helper()
+	if !poll(d, cond) {
+		t.Fatalf("timed out after %v waiting for %s", d, what)
+	}
+}
+
+// poll checks cond every 10ms until it holds or d has passed, and reports
+// whether it held. It is eventually's loop, for callers without a test.
+func poll(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
 }
 
 func testCtx(t testing.TB) context.Context {

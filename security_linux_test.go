@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -40,11 +39,11 @@ func (l *hsLockedBuffer) String() string {
 // socket's 0700 directory, and, for a process that can get past file
 // permissions (here: one given CAP_DAC_OVERRIDE), the worker's check of
 // the peer's uid with SO_PEERCRED. The dialing process is this test binary,
-// re-executed as uid 65534 in the "peercred-dial" mode: it presents the
+// re-executed as uid 65534 in the "peercred-dial" role: it presents the
 // right secret, so only the uid check can refuse it.
 func TestSecurityOtherUIDRefused(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to start a process as another user")
+		skipRole(t, "peercred-dial", "needs root to start a process as another user")
 	}
 	const nobody = 65534
 	const capDACOverride = 1
@@ -54,7 +53,7 @@ func TestSecurityOtherUIDRefused(t *testing.T) {
 	exe := hsStrangerBinary(t)
 
 	var stderr hsLockedBuffer
-	cmd := helperCmd(t, "")
+	cmd := roleCmd(t, "worker")
 	cmd.Env = append(cmd.Env, "IW_TEST_LOG=1")
 	cmd.Stderr = &stderr
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -67,9 +66,9 @@ func TestSecurityOtherUIDRefused(t *testing.T) {
 
 	dial := func(uid int, caps []uintptr) hsDialReport {
 		t.Helper()
-		c := exec.Command(exe, "-test.run=^$")
-		c.Env = append(os.Environ(), envMode+"=peercred-dial", "ISOLATED_WORKERS_STARTUP_DATA={}",
-			hsEnvDialToken+"="+w.Token(), "GORACE=atexit_sleep_ms=0")
+		c := roleCmd(t, "peercred-dial")
+		c.Path, c.Args[0] = exe, exe
+		c.Env = append(c.Env, hsEnvDialToken+"="+w.Token())
 		c.Dir = "/"
 		c.SysProcAttr = &syscall.SysProcAttr{AmbientCaps: caps}
 		if uid != 0 {

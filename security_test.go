@@ -71,7 +71,7 @@ func hsReadAll(t *testing.T, conn net.Conn) string {
 }
 
 func TestSecuritySocketPermissions(t *testing.T) {
-	w := spawn(t, "", nil)
+	w := spawn(t, "worker", nil)
 	tok := hsDecodeToken(t, w)
 	fi, err := os.Lstat(tok.Addr)
 	if err != nil {
@@ -96,7 +96,7 @@ func TestSecuritySocketPermissions(t *testing.T) {
 // so without the secret, is closed without an answer; the worker keeps
 // serving its host.
 func TestSecurityNoSecretRefused(t *testing.T) {
-	w := spawn(t, "", nil)
+	w := spawn(t, "worker", nil)
 	tok := hsDecodeToken(t, w)
 
 	conn := hsDialRaw(t, tok.Addr)
@@ -123,7 +123,7 @@ func TestSecurityNoSecretRefused(t *testing.T) {
 }
 
 func TestSecurityWrongSecretRefused(t *testing.T) {
-	w := spawn(t, "", nil)
+	w := spawn(t, "worker", nil)
 	tok := hsDecodeToken(t, w)
 
 	conn := hsDialRaw(t, tok.Addr)

@@ -7,7 +7,7 @@ import (
 )
 
 func TestSpawnPingClose(t *testing.T) {
-	w := spawn(t, "", nil)
+	w := spawn(t, "worker", nil)
 	res, err := worker.Call(testCtx(t), w, Ping, PingReq{Message: "hi"})
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,31 @@
 // string. The plain payloads most messages carry (a pointer to a struct of
 // strings, bools and integers) go through a plan made once per type, with
 // no reflection per call; anything else goes to encoding/json.
+//
+// # Why it is hand-written
+//
+// Measured in one run (bench/jsoncmp_test.go, BenchmarkJSONCall: the JSON
+// work of one call, two encodes and two decodes; 2 vCPU, go1.26.8), against
+// encoding/json, github.com/goccy/go-json v0.12.0 and
+// github.com/segmentio/encoding v0.5.4:
+//
+//	payload          this package    encoding/json   goccy           segmentio
+//	small struct     0.92 µs, 6 al.  2.81 µs, 14     0.84 µs, 8      2.00 µs, 6
+//	5-field struct   1.54 µs, 7      5.36 µs, 15     1.87 µs, 9      2.83 µs, 7
+//	1 MiB []byte     6.81 ms, 5      29.5 ms, 11     9.72 ms, 15     2.95 ms, 5
+//
+// End to end, with the serializer switched (a throwaway build), calls in
+// process cost 20-67 % more with encoding/json, and a 1 MiB echo 3-4 times
+// as much; over a worker process the small-call difference (2-3 µs of a
+// ~20 µs call) is within this machine's noise, the 1 MiB one is not. The
+// base64 path (40 lines, no reflection) is what keeps 1 MiB near Binary's
+// league; the plans keep a call within the allocation budget
+// (TestAllocsPerCall: 6 allocations with them, 14 without). goccy matches
+// the plans on small structs but is slower on bytes and adds allocations
+// (and its own unsafe code); segmentio is twice as fast on 1 MiB only,
+// through an assembly dependency. Neither earns a place in the core
+// module; the fuzz targets here check that the output stays exactly
+// encoding/json's.
 package jsonfast
 
 import (

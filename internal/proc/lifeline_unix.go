@@ -17,6 +17,7 @@ func WatchHost(lifeFD, hostPID int, gone func()) {
 	}
 	// Non-blocking, the file is read through the runtime's poller instead
 	// of a thread of its own, blocked in read for the worker's life.
+	syscall.CloseOnExec(lifeFD) // not for the worker's children
 	syscall.SetNonblock(lifeFD, true)
 	f := os.NewFile(uintptr(lifeFD), "lifeline")
 	if f == nil {
