@@ -168,9 +168,12 @@ func exchangeHello(ctx context.Context, conn net.Conn, rd *wire.Reader, ser Seri
 	payload, _ := json.Marshal(helloRequest{Protocol: protocolVersion, Serializer: ser.Name(),
 		Secret: secret, ID: id, Capabilities: []string{capCancel, capDeadline, capShutdown}})
 	line := append(wire.AppendJSON(nil, typeHello, tx, payload, 0), '\n')
-	if _, err := conn.Write(line); err != nil {
-		return peerInfo{}, nil, handshakeErr(ctx, err)
-	}
+	// Written while the reply is read: a worker may be writing its
+	// greeting meanwhile, and a pipe without a buffer (Windows) would
+	// hold both writers forever. On failure, newClient closes conn, which
+	// ends the write.
+	written := make(chan error, 1)
+	go func() { _, err := conn.Write(line); written <- err }()
 	var e wire.Envelope
 	for {
 		frame, err := rd.Next()
@@ -184,6 +187,9 @@ func exchangeHello(ctx context.Context, conn net.Conn, rd *wire.Reader, ser Seri
 			return peerInfo{}, nil, fmt.Errorf("%w: unexpected handshake reply %.200q", ErrProtocol, frame)
 		}
 		break
+	}
+	if err := <-written; err != nil { // done: the worker has read the hello
+		return peerInfo{}, nil, handshakeErr(ctx, err)
 	}
 	rest := append([]byte(nil), rd.Buffered()...)
 	return helloOutcome(&e, rest)
