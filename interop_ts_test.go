@@ -150,7 +150,13 @@ func runNodeHost(t *testing.T, script map[string]any) nodeHostOutput {
 		t.Fatal(err)
 	}
 	script["command"] = exe
-	script["env"] = map[string]string{"GORACE": "atexit_sleep_ms=0"}
+	env := map[string]string{"GORACE": "atexit_sleep_ms=0"}
+	if role, ok := script["role"].(string); ok {
+		roleCmd(t, role) // registers the use
+		env[envRole] = role
+		delete(script, "role")
+	}
+	script["env"] = env
 	path := filepath.Join(t.TempDir(), "script.json")
 	b, _ := json.Marshal(script)
 	if err := os.WriteFile(path, b, 0o600); err != nil {
@@ -263,5 +269,22 @@ func TestWorkersChildIsNotAWorker(t *testing.T) {
 	out, err := worker.Call(testCtx(t), w, ChildRun, worker.Void{})
 	if err != nil || out != "not a worker" {
 		t.Fatalf("the child printed %q, %v; want worker.Main to return in it", out, err)
+	}
+}
+
+// A TypeScript host with its own serializer drives a Go worker configured
+// with the matching one.
+func TestTypeScriptHostWithCustomSerializer(t *testing.T) {
+	out := runNodeHost(t, map[string]any{
+		"serializer": "verbose", "role": "worker-verbose",
+		"calls": []map[string]any{
+			{"type": "ping", "payload": map[string]any{"message": "verbose é"}},
+			{"type": "echoText", "payload": "a\n\nb"},
+		},
+	})
+	for i, want := range []string{`{"message":"pong: verbose é"}`, `"a\n\nb"`} {
+		if r := out.Results[i]; !r.OK || string(r.Payload) != want {
+			t.Errorf("%s: ok=%v %s %+v; want %s", r.Type, r.OK, r.Payload, r.Error, want)
+		}
 	}
 }

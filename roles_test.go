@@ -34,6 +34,7 @@ func init() {
 		"worker-keepalive": func() { testWorker(&worker.ServerOptions{KeepAlive: true}) },
 		"worker-binary":    func() { testWorker(&worker.ServerOptions{Serializer: worker.Binary}) },
 		"worker-json":      func() { testWorker(&worker.ServerOptions{Serializer: worker.JSON}) },
+		"worker-verbose":   func() { testWorker(&worker.ServerOptions{Serializer: verboseJSON{}}) }, // interop_ts_test.go
 		// A worker that fails before it listens: exit code 3, "boom" on stderr.
 		"exit-at-startup": func() {
 			fmt.Fprintln(os.Stderr, "boom: refusing to start")
