@@ -144,18 +144,18 @@ type nodeHostOutput struct {
 // test binary (a Go worker), and returns what it printed.
 func runNodeHost(t *testing.T, script map[string]any) nodeHostOutput {
 	t.Helper()
+	env := map[string]string{"GORACE": "atexit_sleep_ms=0"}
+	if role, ok := script["role"].(string); ok {
+		roleCmd(t, role) // registers the use, even where node is missing
+		env[envRole] = role
+		delete(script, "role")
+	}
 	node := nodePath(t)
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	script["command"] = exe
-	env := map[string]string{"GORACE": "atexit_sleep_ms=0"}
-	if role, ok := script["role"].(string); ok {
-		roleCmd(t, role) // registers the use
-		env[envRole] = role
-		delete(script, "role")
-	}
 	script["env"] = env
 	path := filepath.Join(t.TempDir(), "script.json")
 	b, _ := json.Marshal(script)
