@@ -186,6 +186,10 @@ func toErrorPayload(err error) errorPayload {
 	return p
 }
 
+// errExitedAtStartup is the cause of a *CrashError of a worker that exited
+// before it answered: its Error says so.
+var errExitedAtStartup = errors.New("the worker exited during startup")
+
 // CrashError reports a worker process that died, or a connection that was
 // lost, while the host did not ask for it. It matches ErrCrashed.
 type CrashError struct {
@@ -219,6 +223,9 @@ func (e *CrashError) Error() string {
 		fmt.Fprintf(&b, "worker process %d was killed by signal %s", e.Pid, e.Signal)
 	case e.ExitCode >= 0:
 		fmt.Fprintf(&b, "worker process %d exited with code %d", e.Pid, e.ExitCode)
+		if errors.Is(e.Err, errExitedAtStartup) {
+			fmt.Fprintf(&b, ": %v", e.Err)
+		}
 	default:
 		fmt.Fprintf(&b, "lost the worker")
 		if e.Err != nil {

@@ -78,6 +78,31 @@ func TestLifecycleStartupFailures(t *testing.T) {
 		if elapsed < 300*time.Millisecond || elapsed > 3*time.Second {
 			t.Fatalf("Spawn failed after %v; want the startup timeout, 300ms", elapsed)
 		}
+		if !strings.Contains(err.Error(), "worker.Main") {
+			t.Fatalf("the error of a worker that never listened does not hint at worker.Main: %v", err)
+		}
 		nothingLeft(t)
 	})
+	t.Run("never-served", func(t *testing.T) {
+		// A program that forgot worker.Main: it runs its host code and exits 0.
+		nothingLeft := lcStartupIsolate(t)
+		_, err := worker.Spawn(testCtx(t), roleCmd(t, "no-main"), nil)
+		ce := asCrash(t, err)
+		if ce.ExitCode != 0 || !strings.Contains(err.Error(), "worker.Main") {
+			t.Fatalf("got exit code %d: %v; want 0 and a hint at worker.Main", ce.ExitCode, err)
+		}
+		nothingLeft(t)
+	})
+}
+
+// Spawn in a process that was started as a worker but never served (the
+// single-binary pattern without worker.Main) fails at once, instead of
+// spawning a chain of workers that each run the host's code.
+func TestSpawnInAnUnservedWorker(t *testing.T) {
+	t.Setenv("ISOLATED_WORKERS_STARTUP_DATA", `{"driver":"child_process","socketPath":"/nonexistent/w.sock"}`)
+	cmd := roleCmd(t, "worker")
+	_, err := worker.Spawn(testCtx(t), cmd, nil)
+	if err == nil || !strings.Contains(err.Error(), "worker.Main") || cmd.Process != nil {
+		t.Fatalf("Spawn in an unserved worker: %v (started: %v); want an error naming worker.Main, nothing started", err, cmd.Process != nil)
+	}
 }

@@ -115,7 +115,7 @@ func lcKill(t testing.TB, p *lcProc) (code int, signal string) {
 	if err := syscall.Kill(p.pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	return -1, syscall.SIGKILL.String()
+	return -1, "SIGKILL"
 }
 
 // lcStatFields returns the fields of /proc/<pid>/stat after the command

@@ -36,6 +36,8 @@ func init() {
 		"worker-json":      func() { testWorker(&worker.ServerOptions{Serializer: worker.JSON}) },
 		"worker-verbose":   func() { testWorker(&worker.ServerOptions{Serializer: verboseJSON{}}) }, // interop_ts_test.go
 		// A worker that fails before it listens: exit code 3, "boom" on stderr.
+		// A program that forgot worker.Main: it exits 0 without listening.
+		"no-main": func() { fmt.Println("the host's code ran in the worker") },
 		"exit-at-startup": func() {
 			fmt.Fprintln(os.Stderr, "boom: refusing to start")
 			os.Exit(3)

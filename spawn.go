@@ -37,6 +37,12 @@ func Spawn(ctx context.Context, cmd *exec.Cmd, opts *Options) (*Worker, error) {
 	if cmd.Process != nil {
 		return nil, errors.New("worker: Spawn: cmd was already started")
 	}
+	if _, started, _ := wire.ParseStartup(os.Getenv); started {
+		// Serve removes the startup data: this process was started as a
+		// worker and runs the host's code instead (in one binary, worker.Main
+		// missing or called too late), which would spawn workers of its own.
+		return nil, errors.New("worker: Spawn: this process was started as a worker but has not served: call worker.Main(srv) at the top of main (or srv.Serve) before anything else")
+	}
 	w := newWorker(opts.resolve())
 	// Restarts start clones of cmd as it is now, before Spawn adds to it.
 	w.tmpl, w.id, w.secret = cloneCmd(cmd), newUUID(), newSecret()
@@ -104,22 +110,37 @@ func (w *Worker) launch(ctx context.Context, cmd *exec.Cmd) (*proc.Process, *Cli
 // worker that does not, by polling), and runs the handshake.
 func (w *Worker) connect(ctx context.Context, p *proc.Process) (*Client, error) {
 	var c *Client
+	dialed := false
 	err := w.cfg.connect.retry(ctx, p.Ready(), func() (bool, error) {
 		if p.HasExited() {
-			return true, crashOf(p, errors.New("the worker exited during startup"))
+			return true, crashOf(p, errStartupExit(p))
 		}
 		conn, err := transport.Dial(ctx, w.addr)
 		if err != nil {
 			return false, err
 		}
+		dialed = true
 		c, err = newClient(ctx, conn, w.cfg, w.secret, w.id, lostConn(p), &greeting{wait: greetWait, expect: expectOf(p)})
 		return refused(err), err
 	})
 	if err != nil && !refused(err) && p.HasExited() {
-		return nil, crashOf(p, errors.New("the worker exited during startup"))
+		return nil, crashOf(p, errStartupExit(p))
+	}
+	if err != nil && !dialed && !p.Noted(proc.NoteListening) {
+		err = fmt.Errorf("%w; it never listened on its socket: a Go worker must call worker.Main or Server.Serve before anything else", err)
 	}
 	return c, err
 }
+
+// errStartupExit says that p exited during startup, with a hint when it
+// exited 0 without listening: a program that never served.
+func errStartupExit(p *proc.Process) error {
+	if st := p.Status(); st.ExitCode == 0 && !p.Noted(proc.NoteListening) {
+		return fmt.Errorf("%w, with status 0 and without listening: a Go worker must call worker.Main or Server.Serve before anything else", errExitedAtStartup)
+	}
+	return errExitedAtStartup
+}
+
 
 // expectOf tells, for a greeting, what p has said on its ready pipe.
 func expectOf(p *proc.Process) func() (greets, ours bool) {

@@ -4,6 +4,7 @@ package proc
 
 import (
 	"errors"
+	"golang.org/x/sys/unix"
 	"os"
 	"os/exec"
 	"syscall"
@@ -82,12 +83,16 @@ func Alive(pid int) bool {
 	return pid > 0 && syscall.Kill(pid, 0) != syscall.ESRCH && !zombie(pid)
 }
 
-// exitDetail returns the exit code and the name of the killing signal.
+// exitDetail returns the exit code and the name of the killing signal
+// ("SIGKILL").
 func exitDetail(st *os.ProcessState) (code int, signal string) {
 	if st == nil {
 		return -1, ""
 	}
 	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		if name := unix.SignalName(ws.Signal()); name != "" {
+			return -1, name
+		}
 		return -1, ws.Signal().String()
 	}
 	return st.ExitCode(), ""

@@ -41,7 +41,7 @@ func TestStatusNamesTheSignal(t *testing.T) {
 	p := start(t, roleCmd(t, "sleep"))
 	syscall.Kill(p.Pid(), syscall.SIGKILL)
 	<-p.Exited()
-	if st := p.Status(); st.ExitCode != -1 || st.Signal == "" {
-		t.Fatalf("status %+v; want the signal", st)
+	if st := p.Status(); st.ExitCode != -1 || st.Signal != "SIGKILL" {
+		t.Fatalf("status %+v; want the signal's name, SIGKILL", st)
 	}
 }
