@@ -35,6 +35,8 @@ type Client struct {
 	pending  [pendingShards]pendingShard
 	inflight atomic.Int32 // calls in pending
 
+	gaveUp recentTxs // calls given up (ctx ended) whose reply may still come
+
 	mu    sync.Mutex
 	err   error       // why the connection ended; nil while it is up
 	ended atomic.Bool // err is set
@@ -246,6 +248,7 @@ func (c *Client) abandon(cl *call, tx string, ticket uint64, cause error) error 
 	if ticket != 0 && c.wq.Remove(ticket) {
 		return cause // never sent
 	}
+	c.gaveUp.add(tx) // its reply may still come: not a surprise then
 	if c.peer.cancel {
 		go c.sendCancel(tx)
 	}
@@ -427,7 +430,11 @@ func (c *Client) readLoop() {
 			return
 		}
 		if cl == nil {
-			c.cfg.log.warn("dropping a reply to an unknown transaction", "type", string(e.Type), "tx", string(e.Tx))
+			if c.gaveUp.has(e.Tx) {
+				c.cfg.log.debug("dropping the late reply of a call that was given up", "type", string(e.Type), "tx", string(e.Tx))
+			} else {
+				c.cfg.log.warn("dropping a reply to an unknown transaction", "type", string(e.Type), "tx", string(e.Tx))
+			}
 			continue
 		}
 		cl.done <- c.deliver(cl, &e, c.rd.Owned())
@@ -488,4 +495,31 @@ func replyKind(typ []byte, req string) (isErr, ok bool) {
 		return true, true
 	}
 	return false, false
+}
+
+// recentTxs remembers the last transaction ids added, up to a bound.
+type recentTxs struct {
+	mu   sync.Mutex
+	ring [256]string
+	next int
+	set  map[string]struct{}
+}
+
+func (r *recentTxs) add(tx string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.set == nil {
+		r.set = make(map[string]struct{}, len(r.ring))
+	}
+	delete(r.set, r.ring[r.next])
+	r.ring[r.next] = tx
+	r.set[tx] = struct{}{}
+	r.next = (r.next + 1) % len(r.ring)
+}
+
+func (r *recentTxs) has(tx []byte) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.set[string(tx)]
+	return ok
 }

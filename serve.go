@@ -213,7 +213,7 @@ func (wp *workerProcess) run(ctx context.Context) error {
 				return err
 			}
 		case <-firstHost:
-			wp.s.cfg.log.warn("no host connected in time; exiting", "timeout", wp.connectTimeout())
+			wp.s.cfg.log.debug("no host connected in time; exiting", "timeout", wp.connectTimeout())
 			return nil
 		case err := <-wp.acceptErr:
 			return fmt.Errorf("worker: accepting connections: %w", err)
@@ -222,8 +222,12 @@ func (wp *workerProcess) run(ctx context.Context) error {
 		case sig := <-wp.sigs:
 			return wp.signaled(sig)
 		case <-hostGone:
-			wp.s.cfg.log.info("the host died; exiting")
-			stop(errors.New("the host died"))
+			if proc.HostCleansUp() {
+				wp.s.cfg.log.debug("the host closed this worker; exiting")
+			} else {
+				wp.s.cfg.log.info("the host died; exiting")
+			}
+			stop(errors.New("the host is gone"))
 			wp.abandon = true
 			return nil
 		case <-ctx.Done():

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -8,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"time"
@@ -87,6 +89,9 @@ func (w *Worker) launch(ctx context.Context, cmd *exec.Cmd) (*proc.Process, *Cli
 		sd.ServerConnectTimeout = 0
 	}
 	env := withoutStartupEnv(cmd.Environ())
+	if cmd.Stderr == nil && !w.cfg.detached && w.cfg.log.enabled(slog.LevelInfo) {
+		cmd.Stderr = &stderrLog{log: w.cfg.log, cmd: cmd} // else only the crash report's tail keeps it
+	}
 	p, err := proc.Start(cmd, proc.Spec{Detached: w.cfg.detached, StderrTail: stderrTail,
 		Env: func(readyFD, lifeFD int) []string {
 			sd.ReadyFD, sd.LifeFD = readyFD, lifeFD
@@ -140,7 +145,6 @@ func errStartupExit(p *proc.Process) error {
 	}
 	return errExitedAtStartup
 }
-
 
 // expectOf tells, for a greeting, what p has said on its ready pipe.
 func expectOf(p *proc.Process) func() (greets, ours bool) {
@@ -251,4 +255,38 @@ func Attach(ctx context.Context, tok string, opts *Options) (*Worker, error) {
 	w.client, w.peer = c, c.peer
 	go w.watch(nil, c)
 	return w, nil
+}
+
+// stderrLog writes a worker's standard error to the host's logger, a
+// record per line, with the worker's pid.
+type stderrLog struct {
+	log  *logger
+	cmd  *exec.Cmd // its Process is set before anything is written
+	line []byte
+}
+
+// maxStderrLine bounds a record: a longer line is logged in pieces.
+const maxStderrLine = 4 << 10
+
+func (s *stderrLog) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			s.line = append(s.line, p...)
+			if len(s.line) >= maxStderrLine {
+				s.flush()
+			}
+			break
+		}
+		s.line = append(s.line, p[:i]...)
+		s.flush()
+		p = p[i+1:]
+	}
+	return n, nil
+}
+
+func (s *stderrLog) flush() {
+	s.log.info("worker stderr", "pid", s.cmd.Process.Pid, "line", string(s.line))
+	s.line = s.line[:0]
 }
