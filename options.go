@@ -34,7 +34,9 @@ type Options struct {
 	// among the calls in flight on a connection.
 	NewTx func(m *Message) string
 	// Logger receives the library's log records; nil means silent. A
-	// logger that panics or fails never breaks a call.
+	// logger that panics or fails never breaks a call. When it logs at
+	// info, a spawned worker whose cmd.Stderr is nil has its standard error
+	// logged here too, a record per line with the worker's pid.
 	Logger *slog.Logger
 	// LogLevel drops records below it before they reach Logger; nil means
 	// slog.LevelInfo.
