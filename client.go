@@ -28,14 +28,16 @@ type Client struct {
 	rd    *wire.Reader
 	peer  peerInfo
 	wq    wire.WriteQueue // the frames being written
-	lost  func(error) error
+	lost  func(*Client, error) error
 
 	// The calls waiting for a reply, by tx, in shards: many callers and
 	// the reader come and go at once.
 	pending  [pendingShards]pendingShard
 	inflight atomic.Int32 // calls in pending
 
-	gaveUp recentTxs // calls given up (ctx ended) whose reply may still come
+	gaveUp recentTxs    // calls given up (ctx ended) whose reply may still come
+	stuck  *stuckWatch  // nil: nobody to tell of a stuck worker
+	reads  atomic.Uint64 // frames read, for the liveness probe
 
 	mu    sync.Mutex
 	err   error       // why the connection ended; nil while it is up
@@ -59,25 +61,38 @@ var calls = sync.Pool{New: func() any { return &call{done: make(chan error, 1)} 
 // peer that speaks only the base protocol, such as a TypeScript worker, is
 // detected and served without the extensions.
 func NewClient(ctx context.Context, conn net.Conn, opts *Options) (*Client, error) {
-	return newClient(ctx, conn, opts.resolve(), "", "", nil, nil)
+	return newClient(ctx, conn, opts.resolve(), clientSetup{})
 }
 
-// newClient makes a Client. lost, if not nil, turns the error that ended
-// the connection into the one its pending calls get (a Worker makes it a
-// *CrashError with the exit status). g is a spawned worker's (see
-// handshake).
-func newClient(ctx context.Context, conn net.Conn, cfg *hostConfig, secret, id string, lost func(error) error, g *greeting) (*Client, error) {
-	c := &Client{cfg: cfg, codec: newCodec(cfg.ser, cfg.max), conn: conn, lost: lost,
+// clientSetup is what a Worker adds to a Client of its own.
+type clientSetup struct {
+	secret, id string // the worker's credentials, for the handshake
+	// lost, if not nil, turns the error that ended the connection into
+	// the one its pending calls get (a *CrashError with the exit status).
+	lost  func(c *Client, cause error) error
+	greet *greeting // a spawned worker's (see handshake)
+	// stuck, if not nil, is told once that the worker is stuck (see
+	// Options.StuckTimeout).
+	stuck func(*Client, stuck)
+}
+
+// newClient makes a Client.
+func newClient(ctx context.Context, conn net.Conn, cfg *hostConfig, set clientSetup) (*Client, error) {
+	c := &Client{cfg: cfg, codec: newCodec(cfg.ser, cfg.max), conn: conn, lost: set.lost,
 		readDone: make(chan struct{})}
 	for i := range c.pending {
 		c.pending[i].m = make(map[string]*call)
 	}
 	c.wq.Conn = conn
 	c.wq.Broken = func(err error) { c.fail(c.lostErr(fmt.Errorf("worker: writing to the worker: %w", err))) }
+	c.wq.FinishWithin = cfg.stuck
+	if cfg.stuck <= 0 {
+		c.wq.FinishWithin = defaultStuckTimeout
+	}
 	var rest []byte
 	if !cfg.base {
 		var err error
-		if c.peer, rest, err = handshake(ctx, conn, cfg.ser, secret, id, cfg.max, g); err != nil {
+		if c.peer, rest, err = handshake(ctx, conn, cfg.ser, set.secret, set.id, cfg.max, set.greet); err != nil {
 			conn.Close()
 			return nil, err
 		}
@@ -86,7 +101,13 @@ func newClient(ctx context.Context, conn net.Conn, cfg *hostConfig, secret, id s
 	}
 	c.rd = wire.NewReader(conn, c.codec.term, cfg.max)
 	c.rd.Prime(rest)
+	if c.peer.cancel && c.peer.probe && set.stuck != nil {
+		c.stuck = newStuckWatch(cfg.stuck, func(s stuck) { set.stuck(c, s) })
+	}
 	go c.readLoop()
+	if c.stuck != nil {
+		go c.probe()
+	}
 	return c, nil
 }
 
@@ -145,6 +166,9 @@ func (c *Client) send(ctx context.Context, typ string, payload, out any, tx *str
 	if err != nil {
 		if c.forget(id) {
 			c.release(cl)
+			if _, ok := err.(finishing); ok {
+				c.givenUp(id, typ) // it will arrive, late
+			}
 			return err
 		}
 		return c.wait(cl) // the connection failed and answered the call
@@ -244,15 +268,24 @@ func (c *Client) abandon(cl *call, tx string, ticket uint64, cause error) error 
 	if !c.forget(tx) {
 		return c.wait(cl) // the reply won the race; it is being delivered
 	}
+	typ := cl.typ
 	c.release(cl)
 	if ticket != 0 && c.wq.Remove(ticket) {
 		return cause // never sent
 	}
-	c.gaveUp.add(tx) // its reply may still come: not a surprise then
+	c.givenUp(tx, typ)
+	return cause
+}
+
+// givenUp notes a call given up after its request was sent: its reply
+// may still come (not a surprise then), a worker that can is told to
+// cancel its handler, and that handler must then return in time.
+func (c *Client) givenUp(tx, typ string) {
+	c.gaveUp.add(tx)
 	if c.peer.cancel {
 		go c.sendCancel(tx)
 	}
-	return cause
+	c.stuck.watch(tx, typ)
 }
 
 func (c *Client) wait(cl *call) error {
@@ -340,19 +373,40 @@ func (c *Client) write(ctx context.Context, frame, tail []byte, deadline time.Ti
 	case err == nil:
 		return ticket, nil
 	case err == wire.ErrWaitCanceled || ctx.Err() != nil:
-		return 0, context.Cause(ctx)
-	case !broken && wire.IsTimeout(err):
+		return 0, writeErr(context.Cause(ctx), err)
+	case err == wire.ErrFinishing || !broken && wire.IsTimeout(err):
 		// The call's deadline passed while the worker was not reading.
-		return 0, fmt.Errorf("worker: writing to the worker: %w (%v)", context.DeadlineExceeded, err)
+		return 0, writeErr(fmt.Errorf("worker: writing to the worker: %w", context.DeadlineExceeded), err)
 	case broken:
 		// The connection is failing (wq.broken was called, maybe by another
 		// writer still waiting for the worker's exit status): the call gets
-		// what the calls in flight get, a *CrashError for a dead worker.
-		<-c.readDone
-		return 0, c.Err()
+		// what the calls in flight get, a *CrashError for a dead worker,
+		// unless its context ends first.
+		select {
+		case <-c.readDone:
+			return 0, c.Err()
+		case <-ctx.Done():
+			return 0, context.Cause(ctx)
+		}
 	}
 	return 0, fmt.Errorf("worker: writing to the worker: %w", err)
 }
+
+// writeErr is the error of a write that its context or deadline cut short:
+// cause, and whether the request will still arrive whole (ErrFinishing).
+func writeErr(cause, err error) error {
+	if err == wire.ErrFinishing {
+		return finishing{cause}
+	}
+	return cause
+}
+
+// finishing is the error of a call cut short while its request was being
+// written: the rest is written in the background, so the worker will get
+// it whole, late.
+type finishing struct{ error }
+
+func (e finishing) Unwrap() error { return e.error }
 
 // sendCancel tells the worker to cancel the handler of tx.
 func (c *Client) sendCancel(tx string) { c.notify(typeCancel, &cancelPayload{Tx: tx}) }
@@ -379,7 +433,7 @@ func (c *Client) lostErr(err error) error {
 	if c.lost == nil || c.Err() != nil || errors.Is(err, ErrProtocol) {
 		return err // a peer that breaks the protocol did not crash: no retry
 	}
-	return c.lost(err)
+	return c.lost(c, err)
 }
 
 // fail ends the connection: every pending call gets err, later calls too.
@@ -393,6 +447,7 @@ func (c *Client) fail(err error) {
 	c.ended.Store(true)
 	c.mu.Unlock()
 	c.conn.Close()
+	c.stuck.end()
 	for i := range c.pending {
 		s := &c.pending[i]
 		s.mu.Lock()
@@ -411,6 +466,7 @@ func (c *Client) readLoop() {
 	var e wire.Envelope
 	for {
 		frame, err := c.rd.Next()
+		c.reads.Add(1)
 		if err != nil {
 			if errors.Is(err, wire.ErrTooLarge) {
 				err = fmt.Errorf("%w: %w", ErrProtocol, err)
@@ -430,7 +486,11 @@ func (c *Client) readLoop() {
 			return
 		}
 		if cl == nil {
+			if string(e.Type) == typePing+"Result" {
+				continue // the probe's answer: it was read, that is all
+			}
 			if c.gaveUp.has(e.Tx) {
+				c.stuck.answered(e.Tx)
 				c.cfg.log.debug("dropping the late reply of a call that was given up", "type", string(e.Type), "tx", string(e.Tx))
 			} else {
 				c.cfg.log.warn("dropping a reply to an unknown transaction", "type", string(e.Type), "tx", string(e.Tx))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/isolated-workers/worker/internal/wire"
 )
@@ -17,6 +18,11 @@ var (
 	// ErrCrashed matches (with errors.Is) every *CrashError: the worker
 	// process died or its connection was lost without being asked to.
 	ErrCrashed = errors.New("worker: crashed")
+
+	// ErrStuck matches the *CrashError of a worker that was declared stuck
+	// and killed (see Options.StuckTimeout): its Goroutines field holds
+	// the stacks of the handler that did not return.
+	ErrStuck = errors.New("worker: stuck")
 
 	// ErrSerializerMismatch is returned when the host and the worker were
 	// configured with different serializers.
@@ -207,18 +213,34 @@ type CrashError struct {
 	Signal string
 	// Stderr is the tail of what the worker wrote to its standard error.
 	Stderr string
-	// Err is what the host observed: the process exit, a lost connection.
+	// Err is what the host observed: the process exit, a lost connection,
+	// or, matching ErrStuck, why the worker was declared stuck.
 	Err error
+	// Goroutines holds, for a worker declared stuck, the stacks of the
+	// goroutines that ran the handler that did not return (all of them
+	// when they could not be told apart).
+	Goroutines string
+	// Time is when the host saw the worker die.
+	Time time.Time
 }
 
 // Error describes the call, how the worker died and its stderr tail.
 func (e *CrashError) Error() string {
 	var b strings.Builder
 	b.WriteString("worker: ")
-	if e.Type != "" {
+	switch {
+	case e.Type == "":
+	case e.Attempt == 0:
+		fmt.Fprintf(&b, "call %q not sent: the worker had died %v earlier (at %s): ", e.Type,
+			time.Since(e.Time).Round(time.Millisecond), e.Time.Format("15:04:05.000"))
+	case e.Attempt > 1 && e.Attempt == e.MaxAttempts:
+		fmt.Fprintf(&b, "call %q failed: it was in flight when %d workers died, and is not sent to another (it may be what kills them): ", e.Type, e.Attempt)
+	default:
 		fmt.Fprintf(&b, "call %q failed (attempt %d of %d): ", e.Type, e.Attempt, e.MaxAttempts)
 	}
 	switch {
+	case errors.Is(e.Err, ErrStuck):
+		fmt.Fprintf(&b, "worker process %d was killed: %v", e.Pid, e.Err)
 	case e.Signal != "":
 		fmt.Fprintf(&b, "worker process %d was killed by signal %s", e.Pid, e.Signal)
 	case e.ExitCode >= 0:

@@ -98,11 +98,14 @@ func ExampleWorker_Shutdown() {
 func ExampleCrashPolicy() {
 	ctx := context.Background()
 	restarted := make(chan int, 1)
-	w, err := worker.Spawn(ctx, exampleWorkerCmd(), &worker.Options{OnCrash: worker.CrashPolicy{
-		Attempts:       2,
-		AttemptsByType: map[string]int{Exit.Name(): 1},
-		OnRestart:      func(crash *worker.CrashError, newPid int) { restarted <- crash.ExitCode },
-	}})
+	w, err := worker.Spawn(ctx, exampleWorkerCmd(), &worker.Options{
+		OnCrash: worker.CrashPolicy{Attempts: 2, AttemptsByType: map[string]int{Exit.Name(): 1}},
+		OnEvent: func(e worker.Event) {
+			if e.Kind == worker.EventRestarted {
+				restarted <- e.Err.(*worker.CrashError).ExitCode
+			}
+		},
+	})
 	if err != nil {
 		log.Fatal(err)
 	}

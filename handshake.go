@@ -25,6 +25,12 @@ const (
 	typeHello    = reservedPrefix + "hello"    // handshake, always one JSON line each way
 	typeCancel   = reservedPrefix + "cancel"   // host -> worker: cancel the handler of a tx; no reply
 	typeShutdown = reservedPrefix + "shutdown" // host -> worker: drain and exit; replied to
+	// host -> worker: a liveness probe, answered at once by the reader with
+	// typePing+"Result", whatever the handlers are doing.
+	typePing = reservedPrefix + "ping"
+	// host -> worker: the stacks of the goroutines that run the handler of
+	// a message type; replied to.
+	typeGoroutines = reservedPrefix + "goroutines"
 )
 
 // helloPrefix starts every handshake request: a worker recognises the
@@ -39,6 +45,7 @@ const (
 	capCancel   = "cancel"
 	capDeadline = "deadline"
 	capShutdown = "shutdown"
+	capProbe    = "probe" // typePing and typeGoroutines
 )
 
 // Codes of handshake failures.
@@ -93,6 +100,7 @@ type peerInfo struct {
 	cancel    bool
 	deadline  bool
 	shutdown  bool
+	probe     bool
 }
 
 // handshake runs the host's side of the handshake on conn and returns what
@@ -166,7 +174,7 @@ func awaitGreeting(ctx context.Context, conn net.Conn, rd *wire.Reader, g *greet
 func exchangeHello(ctx context.Context, conn net.Conn, rd *wire.Reader, ser Serializer, secret, id string) (peerInfo, []byte, error) {
 	tx := newUUID()
 	payload, _ := json.Marshal(helloRequest{Protocol: protocolVersion, Serializer: ser.Name(),
-		Secret: secret, ID: id, Capabilities: []string{capCancel, capDeadline, capShutdown}})
+		Secret: secret, ID: id, Capabilities: []string{capCancel, capDeadline, capShutdown, capProbe}})
 	line := append(wire.AppendJSON(nil, typeHello, tx, payload, 0), '\n')
 	// Written while the reply is read: a worker may be writing its
 	// greeting meanwhile, and a pipe without a buffer (Windows) would
@@ -212,6 +220,8 @@ func helloOutcome(e *wire.Envelope, rest []byte) (peerInfo, []byte, error) {
 				p.deadline = true
 			case capShutdown:
 				p.shutdown = true
+			case capProbe:
+				p.probe = true
 			}
 		}
 		return p, rest, nil
@@ -339,7 +349,7 @@ func (ss *session) answerHello(head []byte, ps *procState) ([]byte, error) {
 		<-ps.sigReady
 	}
 	p, _ := json.Marshal(helloReply{Protocol: protocolVersion, Serializer: ss.s.cfg.ser.Name(), ID: ps.id,
-		Pid: os.Getpid(), KeepAlive: ss.s.cfg.keepAlive, Capabilities: []string{capCancel, capDeadline, capShutdown}})
+		Pid: os.Getpid(), KeepAlive: ss.s.cfg.keepAlive, Capabilities: []string{capCancel, capDeadline, capShutdown, capProbe}})
 	if _, err := ss.conn.Write(append(wire.AppendJSON(nil, typeHello+"Result", string(e.Tx), p, 0), '\n')); err != nil {
 		return nil, fmt.Errorf("worker: answering the handshake: %w", err)
 	}

@@ -75,11 +75,23 @@ func TestLifecycleCrashFailsCallsInFlight(t *testing.T) {
 						i, ce.ExitCode, ce.Signal, ce.Stderr, code, sig, marker)
 				}
 			}
-			// Later calls fail with the same crash.
+			// The worker is dead: Done is closed, Err says why, and later
+			// calls fail at once, not sent, with the same crash and when
+			// it happened.
+			select {
+			case <-w.Done():
+			default:
+				t.Fatal("Done is not closed after the crash")
+			}
+			var died *worker.CrashError
+			if !errors.As(w.Err(), &died) || died.Pid != pid || died.Time.Before(crashed) {
+				t.Fatalf("Err: %v; want the crash of %d after %v", w.Err(), pid, crashed)
+			}
 			_, err := worker.Call(ctx, w, Ping, PingReq{})
-			if ce := asCrash(t, err); ce.Type != Ping.Name() || ce.Attempt != 1 || ce.MaxAttempts != 1 || ce.Pid != pid ||
-				ce.ExitCode != code || ce.Signal != sig {
-				t.Fatalf("a later call: got %+v", ce)
+			if ce := asCrash(t, err); ce.Type != Ping.Name() || ce.Attempt != 0 || ce.Pid != pid ||
+				ce.ExitCode != code || ce.Signal != sig || !ce.Time.Equal(died.Time) ||
+				!strings.Contains(err.Error(), `call "ping" not sent: the worker had died`) {
+				t.Fatalf("a later call: got %+v: %v", ce, err)
 			}
 			if w.IsActive() || !p.goneWithin(0) {
 				t.Fatalf("after the crash: IsActive %v, process running %v", w.IsActive(), p.running())
@@ -144,8 +156,12 @@ func TestLifecycleCrashRetryRestarts(t *testing.T) {
 		newPid int
 	}
 	restarts := make(chan restart, 8)
-	w := lcSpawn(t, "lc-worker", &worker.Options{OnCrash: worker.CrashPolicy{Attempts: 2,
-		OnRestart: func(c *worker.CrashError, newPid int) { restarts <- restart{c, newPid} }}})
+	w := lcSpawn(t, "lc-worker", &worker.Options{OnCrash: worker.CrashPolicy{Attempts: 2},
+		OnEvent: func(e worker.Event) {
+			if e.Kind == worker.EventRestarted {
+				restarts <- restart{e.Err.(*worker.CrashError), e.Pid}
+			}
+		}})
 	ctx := testCtx(t)
 	old := w.Pid()
 	op := lcWatch(t, old)
@@ -161,9 +177,9 @@ func TestLifecycleCrashRetryRestarts(t *testing.T) {
 		t.Fatalf("the crashed process %d is still there", old)
 	}
 	// The first attempt ran: its crash is the one reported.
-	r := recvWithin(t, restarts, 10*time.Second, "OnRestart")
+	r := recvWithin(t, restarts, 10*time.Second, "EventRestarted")
 	if r.newPid != now || r.crash.Pid != old || r.crash.ExitCode != 5 || !strings.Contains(r.crash.Stderr, lcCrashMarker) {
-		t.Fatalf("OnRestart got newPid %d (want %d), crash %+v", r.newPid, now, r.crash)
+		t.Fatalf("EventRestarted got newPid %d (want %d), crash %+v", r.newPid, now, r.crash)
 	}
 	if got, err := worker.Call(ctx, w, GetPid, worker.Void{}); err != nil || got != now {
 		t.Fatalf("the new worker answers %d, %v; want %d", got, err, now)
@@ -180,7 +196,7 @@ func TestLifecycleCrashRetryRestarts(t *testing.T) {
 		t.Fatalf("the crashed process %d is still there", now)
 	}
 	for i := range 2 {
-		recvWithin(t, restarts, 10*time.Second, fmt.Sprintf("OnRestart after exit, %d of 2", i+1))
+		recvWithin(t, restarts, 10*time.Second, fmt.Sprintf("EventRestarted after exit, %d of 2", i+1))
 	}
 	last, err := worker.Call(ctx, w, GetPid, worker.Void{})
 	if err != nil || last != w.Pid() || last == now || last == old {
@@ -213,8 +229,14 @@ func TestLifecycleCrashAttemptsByType(t *testing.T) {
 		var mu sync.Mutex
 		restarts := 0
 		w := lcSpawn(t, "lc-worker", &worker.Options{OnCrash: worker.CrashPolicy{Attempts: 3,
-			AttemptsByType: map[string]int{Exit.Name(): 1, LCCrash.Name(): 2},
-			OnRestart:      func(*worker.CrashError, int) { mu.Lock(); restarts++; mu.Unlock() }}})
+			AttemptsByType: map[string]int{Exit.Name(): 1, LCCrash.Name(): 2}},
+			OnEvent: func(e worker.Event) {
+				if e.Kind == worker.EventRestarted {
+					mu.Lock()
+					restarts++
+					mu.Unlock()
+				}
+			}})
 
 		_, err := worker.Call(ctx, w, Exit, 9) // overridden down to 1
 		if ce := asCrash(t, err); ce.Type != Exit.Name() || ce.Attempt != 1 || ce.MaxAttempts != 1 || ce.ExitCode != 9 {

@@ -16,6 +16,7 @@ const (
 	defaultGracePeriod        = 3 * time.Second
 	defaultDrainTimeout       = 10 * time.Second
 	defaultMaxMessageSize     = 64 << 20
+	defaultStuckTimeout       = 10 * time.Second
 )
 
 // Options configures the host side. A nil *Options is valid and means all
@@ -78,8 +79,31 @@ type Options struct {
 	// GracePeriod is how long Close waits for the worker to exit after
 	// asking it to, before killing it; zero means 3s.
 	GracePeriod time.Duration
-	// OnCrash decides what happens to calls in flight when the worker dies.
+	// OnCrash decides what follows the death of the worker: whether a
+	// fresh one is started, and which calls are sent to it.
 	OnCrash CrashPolicy
+	// StuckTimeout is how long a worker may go on running the handler of a
+	// call that was cancelled or timed out, or leave the host's liveness
+	// probes unanswered while calls wait, before it is declared stuck: its
+	// goroutines are captured into the *CrashError (see Goroutines), then
+	// it is killed and handled as a crash (see OnCrash). Zero means 10s;
+	// negative turns the watch off. A handler that returns when its context
+	// ends is never stuck, however long it runs. Only workers built with
+	// this library are watched: a TypeScript worker cannot honour a
+	// cancellation. It also bounds how long the rest of a request that its
+	// deadline cut short may take to be written (NewClient reads it for
+	// that).
+	StuckTimeout time.Duration
+	// Reconnect has the host connect again by itself, with ConnectAttempts
+	// and ConnectDelay, when its connection to a keep-alive worker breaks
+	// while the worker lives (Disconnect does not count): calls in flight
+	// fail with an error that matches ErrNotConnected, and calls made
+	// meanwhile wait for the new connection (or their context).
+	Reconnect bool
+	// OnEvent, if set, is told of the worker's lifecycle (see Event): it
+	// is called on a goroutine of the Worker's, one event after the other
+	// in the order they happened; a slow OnEvent delays only later events.
+	OnEvent func(Event)
 	// Detached starts the worker in its own session, outside the host's
 	// process group and job: it outlives the host and can be attached to
 	// later (see Attach). Close still stops it; Disconnect leaves it running.
@@ -89,18 +113,28 @@ type Options struct {
 	SocketPath string
 }
 
-// CrashPolicy is what happens to the calls in flight when a worker dies.
-// The zero value rejects them with a *CrashError.
+// CrashPolicy is what follows the death of a worker process (it exited,
+// was killed, or was declared stuck; see Options.StuckTimeout). The zero
+// value fails the calls in flight with the *CrashError and leaves the
+// Worker dead: later calls fail at once with a *CrashError that says when
+// it died, and Done is closed.
 type CrashPolicy struct {
-	// Attempts is how many times in all a call is sent before it fails with
-	// a *CrashError: 1 (or 0) rejects at once; N > 1 spawns a fresh worker
-	// and sends the call again, up to N times in all.
+	// Restart starts a fresh worker process after a crash, for the calls
+	// made after it; the calls in flight fail with the *CrashError unless
+	// Attempts lets them be sent again. A worker that crashes before it
+	// has answered anything is restarted after a pause that doubles with
+	// each such crash in a row, from 50ms up to 5s, so that a worker that
+	// cannot start or serve does not spin.
+	Restart bool
+	// Attempts is how many worker processes in all a call may be sent to:
+	// 1 (or 0) never sends a call again; N > 1 (which implies Restart)
+	// sends the calls in flight again, with the same transaction id, to
+	// the fresh worker, up to N times in all. A call that was in flight
+	// when N workers died fails with a *CrashError that says so (it may be
+	// what kills them: it is not sent to another).
 	Attempts int
 	// AttemptsByType overrides Attempts per message type.
 	AttemptsByType map[string]int
-	// OnRestart, if set, is called after a crashed worker was replaced, with
-	// the crash and the new process's pid. It runs on its own goroutine.
-	OnRestart func(crash *CrashError, newPid int)
 }
 
 func (p CrashPolicy) attempts(typ string) int {
@@ -112,7 +146,7 @@ func (p CrashPolicy) attempts(typ string) int {
 }
 
 func (p CrashPolicy) restarts() bool {
-	if p.Attempts > 1 {
+	if p.Restart || p.Attempts > 1 {
 		return true
 	}
 	for _, n := range p.AttemptsByType {
@@ -168,6 +202,9 @@ type hostConfig struct {
 	crash       CrashPolicy
 	detached    bool
 	socketPath  string
+	stuck       time.Duration // <= 0: not watched
+	reconnect   bool
+	onEvent     func(Event)
 }
 
 func (o *Options) resolve() *hostConfig {
@@ -183,6 +220,7 @@ func (o *Options) resolve() *hostConfig {
 		connect:     connectPolicy{attempts: o.ConnectAttempts, delay: o.ConnectDelay},
 		grace:       orDefault(o.GracePeriod, defaultGracePeriod), crash: o.OnCrash,
 		detached: o.Detached, socketPath: o.SocketPath,
+		stuck: orDefault(o.StuckTimeout, defaultStuckTimeout), reconnect: o.Reconnect, onEvent: o.OnEvent,
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"reflect"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,6 +32,7 @@ type Server struct {
 
 type handler struct {
 	name, result, errType string
+	fn                    string // the name of the function registered, as stacks print it
 	void                  bool
 	run                   func(ctx context.Context, ser Serializer, payload []byte) (any, error)
 	// quick scores how reliably a request of this type is handled (decoded
@@ -58,7 +61,7 @@ func NewServer(opts *ServerOptions) *Server {
 // *RemoteError that matches ErrPanic, with the stack.
 func Handle[P, R any](s *Server, m MessageType[P, R], h func(ctx context.Context, payload P) (R, error)) {
 	_, void := any(*new(R)).(Void)
-	s.register(m.name, void, func(ctx context.Context, ser Serializer, payload []byte) (any, error) {
+	s.register(m.name, void, funcName(h), func(ctx context.Context, ser Serializer, payload []byte) (any, error) {
 		// One allocation for both: they escape through the Serializer.
 		b := new(struct {
 			p P
@@ -79,7 +82,15 @@ func Handle[P, R any](s *Server, m MessageType[P, R], h func(ctx context.Context
 	})
 }
 
-func (s *Server) register(name string, void bool, run func(context.Context, Serializer, []byte) (any, error)) {
+// funcName returns the name of function f as stacks print it.
+func funcName(f any) string {
+	if fn := runtime.FuncForPC(reflect.ValueOf(f).Pointer()); fn != nil {
+		return fn.Name()
+	}
+	return ""
+}
+
+func (s *Server) register(name string, void bool, fn string, run func(context.Context, Serializer, []byte) (any, error)) {
 	s.regMu.Lock()
 	defer s.regMu.Unlock()
 	old := *s.handlers.Load()
@@ -87,7 +98,7 @@ func (s *Server) register(name string, void bool, run func(context.Context, Seri
 	for k, v := range old {
 		m[k] = v
 	}
-	m[name] = &handler{name: name, result: name + "Result", errType: name + "Error", void: void, run: run}
+	m[name] = &handler{name: name, result: name + "Result", errType: name + "Error", fn: fn, void: void, run: run}
 	s.handlers.Store(&m)
 }
 

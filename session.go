@@ -95,6 +95,12 @@ func (ss *session) dispatch(e *wire.Envelope) *request {
 	case typeShutdown:
 		go ss.shutdownRequested(tx)
 		return nil
+	case typePing:
+		ss.send(ss.ctx, tx, typePing+"Result", typePing+"Error", nil)
+		return nil
+	case typeGoroutines:
+		go ss.goroutinesRequested(tx, e.Payload)
+		return nil
 	}
 	ss.replyError(ss.ctx, tx, string(e.Type)+"Error", &RemoteError{Name: "Error",
 		Message: unknownPrefix + string(e.Type), Code: codeUnknownMessage})
@@ -200,6 +206,21 @@ func (ss *session) shutdownRequested(tx string) {
 	}
 	ss.send(ss.ctx, tx, typeShutdown+"Result", typeShutdown+"Error", nil)
 	ss.s.Shutdown(ctx)
+}
+
+// goroutinesRequested answers the host's request for the goroutines that
+// run a handler (see dumpGoroutines).
+func (ss *session) goroutinesRequested(tx string, payload []byte) {
+	var req goroutinesRequest
+	if payload != nil {
+		_ = ss.codec.ser.DecodePayload(payload, &req)
+	}
+	fn := ""
+	if h := (*ss.s.handlers.Load())[req.Type]; h != nil {
+		fn = h.fn
+	}
+	p, _ := ss.codec.ser.AppendPayload(nil, &goroutinesReply{Goroutines: dumpGoroutines(fn)})
+	ss.send(ss.ctx, tx, typeGoroutines+"Result", typeGoroutines+"Error", p)
 }
 
 // cancelAll cancels the handlers of every active request.

@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"time"
 
 	"github.com/isolated-workers/worker/internal/proc"
 	"github.com/isolated-workers/worker/internal/transport"
@@ -60,8 +59,9 @@ func Spawn(ctx context.Context, cmd *exec.Cmd, opts *Options) (*Worker, error) {
 		w.removeDir()
 		return nil, err
 	}
-	w.proc, w.client, w.peer = p, c, c.peer
-	go w.watch(p, c)
+	w.mu.Lock()
+	w.connected(p, c)
+	w.mu.Unlock()
 	return w, nil
 }
 
@@ -125,7 +125,7 @@ func (w *Worker) connect(ctx context.Context, p *proc.Process) (*Client, error) 
 			return false, err
 		}
 		dialed = true
-		c, err = newClient(ctx, conn, w.cfg, w.secret, w.id, lostConn(p), &greeting{wait: greetWait, expect: expectOf(p)})
+		c, err = newClient(ctx, conn, w.cfg, w.setup(p, &greeting{wait: greetWait, expect: expectOf(p)}))
 		return refused(err), err
 	})
 	if err != nil && !refused(err) && p.HasExited() {
@@ -163,15 +163,6 @@ func crashOf(p *proc.Process, cause error) *CrashError {
 		e.Err = errors.New(st.Desc)
 	}
 	return e
-}
-
-// lostConn returns what the calls on a connection to p get when it breaks:
-// it usually means that p died, so it waits a moment for its exit status.
-func lostConn(p *proc.Process) func(error) error {
-	return func(cause error) error {
-		p.AwaitExit(time.Second)
-		return crashOf(p, cause)
-	}
 }
 
 // refused reports a handshake that the worker refused: trying again
@@ -244,7 +235,7 @@ func Attach(ctx context.Context, tok string, opts *Options) (*Worker, error) {
 	}
 	w := newWorker(opts.resolve())
 	w.id, w.secret, w.addr = t.ID, t.Secret, t.Addr
-	c, err := w.dial(ctx)
+	c, err := w.dial(ctx, nil, t.Pid)
 	if err != nil {
 		return nil, fmt.Errorf("worker: Attach: %w", err)
 	}
@@ -252,8 +243,9 @@ func Attach(ctx context.Context, tok string, opts *Options) (*Worker, error) {
 		c.Close()
 		return nil, fmt.Errorf("worker: Attach: %w: the worker did not prove its identity", ErrUnauthorized)
 	}
-	w.client, w.peer = c, c.peer
-	go w.watch(nil, c)
+	w.mu.Lock()
+	w.connected(nil, c)
+	w.mu.Unlock()
 	return w, nil
 }
 

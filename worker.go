@@ -18,10 +18,15 @@ import (
 // for concurrent use.
 //
 // Lifecycle: a Worker is usable from Spawn until Close (or Shutdown). If
-// the process dies meanwhile, the calls in flight fail at once with a
-// *CrashError, or, under a CrashPolicy with retries, are sent again to a
-// fresh process. Close always stops the process, reaps it and removes its
-// socket; a non-detached worker also exits by itself if the host dies.
+// the process dies meanwhile (or is declared stuck, see
+// Options.StuckTimeout), the calls in flight fail at once with a
+// *CrashError, and the CrashPolicy decides what follows: by default the
+// Worker is dead (Done is closed, Err and every later call report the
+// crash and when it happened); with Restart, a fresh process serves the
+// next calls. Options.OnEvent follows it all. Close always stops the
+// process and its children, reaps it and removes its socket; a
+// non-detached worker also exits by itself, with its children, if the
+// host dies.
 type Worker struct {
 	cfg    *hostConfig
 	tmpl   *exec.Cmd // nil for an attached worker
@@ -29,25 +34,84 @@ type Worker struct {
 	secret string
 	addr   string
 	dir    string // the private socket directory we made, removed on Close
+	ev     events
 
-	mu         sync.RWMutex  // read-locked by every call (current), written rarely
-	proc       *proc.Process // nil for an attached worker
-	client     *Client       // nil while disconnected
-	peer       peerInfo
-	dead       *CrashError   // set when the worker died and will not be replaced
-	restarting chan struct{} // closed when the restart in progress ends
-	closing    bool
-	calls      sync.WaitGroup // calls in flight, for Shutdown
+	mu       sync.RWMutex  // read-locked by every call (current), written rarely
+	proc     *proc.Process // nil for an attached worker
+	client   *Client       // nil while disconnected
+	peer     peerInfo
+	changing bool          // a restart or reconnect is in progress
+	changed  chan struct{} // closed (and replaced) when the state changes
+	dead     *CrashError   // set when the worker died and will not be replaced
+	closing  bool
+	calls    sync.WaitGroup // calls in flight, for Shutdown
+	quick    int            // crashes in a row of processes that answered nothing
+	stuckRep *stuckReport   // why the current process is being killed as stuck
+
+	done    chan struct{} // closed when the Worker is finished (see Done)
+	doneErr error
 
 	closeOnce sync.Once
 	stopCtx   context.Context    // cancelled by Close: ends a restart in progress
 	stop      context.CancelFunc // cancels stopCtx
 }
 
+// stuckReport is what a stuck process's crash report adds.
+type stuckReport struct {
+	pid        int
+	why        stuck
+	goroutines string
+}
+
 func newWorker(cfg *hostConfig) *Worker {
-	w := &Worker{cfg: cfg}
+	w := &Worker{cfg: cfg, ev: events{f: cfg.onEvent}, changed: make(chan struct{}), done: make(chan struct{})}
 	w.stopCtx, w.stop = context.WithCancel(context.Background())
 	return w
+}
+
+// Done returns a channel that is closed when the Worker is finished: it
+// was closed (Close or Shutdown returned), or its process died and the
+// CrashPolicy does not restart it. Close is still needed then, to release
+// what the Worker holds.
+func (w *Worker) Done() <-chan struct{} { return w.done }
+
+// Err returns nil while the Worker is usable; once Done is closed, the
+// *CrashError of a worker that died for good, or ErrClosed.
+func (w *Worker) Err() error {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	return w.doneErr
+}
+
+// finish marks the Worker finished with err; w.mu must be held.
+func (w *Worker) finish(err error) {
+	if w.doneErr == nil {
+		w.doneErr = err
+		close(w.done)
+	}
+}
+
+// broadcast wakes the calls waiting for the state to change; w.mu must be
+// held.
+func (w *Worker) broadcast() {
+	close(w.changed)
+	w.changed = make(chan struct{})
+}
+
+// connected makes c, to p, the current connection; w.mu must be held.
+func (w *Worker) connected(p *proc.Process, c *Client) {
+	w.proc, w.client, w.peer, w.changing, w.dead = p, c, c.peer, false, nil
+	w.stuckRep = nil
+	w.broadcast()
+	w.ev.emit(EventConnected, c.peer.pid, nil)
+	go w.watch(p, c)
+}
+
+// setup returns what a Worker adds to its Clients to p (nil when attached).
+func (w *Worker) setup(p *proc.Process, g *greeting) clientSetup {
+	return clientSetup{secret: w.secret, id: w.id, greet: g,
+		lost:  func(c *Client, cause error) error { return w.lostErr(p, c, cause) },
+		stuck: func(c *Client, s stuck) { w.onStuck(p, c, s) }}
 }
 
 // watch notices the death of the process or the loss of its connection.
@@ -64,48 +128,148 @@ func (w *Worker) watch(p *proc.Process, c *Client) {
 	}
 }
 
-// lost handles the unexpected end of a process or connection: calls in
-// flight fail with a *CrashError at once, and a fresh worker is started if
-// the crash policy allows retries.
+// lost handles the unexpected end of a process or connection: the calls
+// waiting for a new connection are told at once, those in flight fail,
+// and then the worker is reconnected, restarted or left dead.
 func (w *Worker) lost(p *proc.Process, c *Client, cause error) {
 	w.mu.Lock()
 	if w.closing || w.client != c {
 		w.mu.Unlock()
 		return // closed, disconnected or already replaced on purpose
 	}
+	w.client, w.changing = nil, true
+	w.broadcast()
 	w.mu.Unlock()
-	var crash *CrashError
-	if p != nil {
-		p.AwaitExit(time.Second)
-		crash = crashOf(p, cause)
-	} else {
-		crash = &CrashError{Pid: w.peer.pid, ExitCode: -1, Err: cause}
+	if c.Err() == nil {
+		c.fail(w.lostErr(p, c, cause))
 	}
-	c.fail(crash)
-	w.cfg.log.warn("worker lost", "pid", crash.Pid, "err", crash)
-
+	<-c.Done()
+	err := c.Err()
+	if errors.Is(err, ErrNotConnected) && w.reconnect(p, c, cause) {
+		return
+	}
+	crash, ok := err.(*CrashError)
+	if !ok {
+		crash = w.crashReport(p, c.peer.pid, err)
+	}
+	w.cfg.log.warn("worker crashed", "pid", crash.Pid, "err", crash)
+	w.ev.emit(EventCrashed, crash.Pid, crash)
+	if p != nil {
+		p.Stop(w.cfg.grace) // alive but unreachable, or its children left behind
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.closing || w.client != c {
-		return
+	switch {
+	case w.closing:
+	case p == nil || !w.cfg.crash.restarts():
+		w.dead, w.changing = crash, false
+		w.broadcast()
+		w.finish(crash)
+	default:
+		go w.restart(crash, c.reads.Load() > 0)
 	}
-	w.client = nil
-	if p == nil || !w.cfg.crash.restarts() {
-		w.dead = crash
-		if p != nil && !p.HasExited() {
-			go p.Stop(w.cfg.grace) // alive but unreachable: do not leave it behind
-		}
-		return
-	}
-	w.restarting = make(chan struct{})
-	go w.restart(p, crash, w.restarting)
 }
 
-// restart replaces a crashed process.
-func (w *Worker) restart(old *proc.Process, crash *CrashError, done chan struct{}) {
-	defer close(done)
-	if !old.HasExited() {
-		old.Stop(w.cfg.grace)
+// lostErr is what the calls on c, to p, get when it breaks: usually a
+// *CrashError, since it usually means that p died; an error that matches
+// ErrNotConnected when the connection to a keep-alive worker broke while
+// the worker lives and Options.Reconnect is set.
+func (w *Worker) lostErr(p *proc.Process, c *Client, cause error) error {
+	pid := c.peer.pid
+	if p != nil {
+		p.AwaitExit(time.Second) // for its exit status
+		pid = p.Pid()
+	}
+	alive := p != nil && !p.HasExited() || p == nil && proc.Alive(pid)
+	w.mu.RLock()
+	stuck := w.stuckRep != nil && w.stuckRep.pid == pid
+	w.mu.RUnlock()
+	if alive && !stuck && c.peer.keepAlive && w.cfg.reconnect && !errors.Is(cause, ErrProtocol) {
+		return fmt.Errorf("%w: the connection to worker process %d broke (%v); the host is reconnecting", ErrNotConnected, pid, cause)
+	}
+	return w.crashReport(p, pid, cause)
+}
+
+// crashReport describes the death of p (pid, when attached), or the loss
+// of its connection (cause), with why it was killed if it was stuck.
+func (w *Worker) crashReport(p *proc.Process, pid int, cause error) *CrashError {
+	var e *CrashError
+	if p != nil {
+		e = crashOf(p, cause)
+	} else {
+		e = &CrashError{Pid: pid, ExitCode: -1, Err: cause}
+	}
+	e.Time = time.Now()
+	w.mu.RLock()
+	r := w.stuckRep
+	w.mu.RUnlock()
+	if r != nil && r.pid == e.Pid {
+		e.Err, e.Goroutines = fmt.Errorf("%w: %s", ErrStuck, r.why), r.goroutines
+	}
+	return e
+}
+
+// onStuck handles a worker declared stuck on c (to p): its goroutines are
+// captured, then it is killed; the loss that follows is a crash that says
+// why (see crashReport).
+func (w *Worker) onStuck(p *proc.Process, c *Client, s stuck) {
+	w.mu.RLock()
+	current := w.client == c && !w.closing
+	w.mu.RUnlock()
+	if !current {
+		return
+	}
+	g, err := c.goroutines(s.typ, min(time.Second, w.cfg.stuck))
+	if err != nil {
+		g = fmt.Sprintf("(the worker did not send its goroutines: %v)", err)
+	}
+	pid := c.peer.pid
+	if p != nil {
+		pid = p.Pid()
+	}
+	r := &stuckReport{pid: pid, why: s, goroutines: g}
+	w.mu.Lock()
+	w.stuckRep = r
+	w.mu.Unlock()
+	w.ev.emit(EventStuck, pid, &CrashError{Pid: pid, ExitCode: -1, Err: fmt.Errorf("%w: %s", ErrStuck, s), Goroutines: g, Time: time.Now()})
+	if p != nil {
+		p.Kill()
+	} else {
+		proc.KillPid(pid)
+	}
+}
+
+// reconnect connects again to the keep-alive worker p, whose connection
+// c broke while it lives (Options.Reconnect). It reports false if it could
+// not: the worker is then handled as crashed.
+func (w *Worker) reconnect(p *proc.Process, c *Client, cause error) bool {
+	w.ev.emit(EventDisconnected, c.peer.pid, cause)
+	w.cfg.log.info("the connection to the worker broke; reconnecting", "pid", c.peer.pid, "cause", cause)
+	nc, err := w.dial(w.stopCtx, p, c.peer.pid)
+	if err != nil {
+		w.cfg.log.warn("could not reconnect to the worker", "pid", c.peer.pid, "err", err)
+		return false
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closing {
+		go nc.Close()
+		return true
+	}
+	w.connected(p, nc)
+	return true
+}
+
+// restart replaces a crashed process, after a pause if it had answered
+// nothing (see CrashPolicy.Restart).
+func (w *Worker) restart(crash *CrashError, answered bool) {
+	if d := w.restartDelay(answered); d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-w.stopCtx.Done():
+			t.Stop()
+		}
 	}
 	transport.Remove(w.addr)
 	if w.dir != "" {
@@ -115,60 +279,64 @@ func (w *Worker) restart(old *proc.Process, crash *CrashError, done chan struct{
 	p, c, err := w.launch(w.stopCtx, cloneCmd(w.tmpl))
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.restarting = nil
-	if err != nil {
+	switch {
+	case err != nil:
 		crash.Err = errors.Join(crash.Err, fmt.Errorf("restarting the worker: %w", err))
-		w.dead = crash
-		return
-	}
-	if w.closing {
+		w.dead, w.changing = crash, false
+		w.broadcast()
+		w.finish(crash)
+	case w.closing:
 		go func() { c.Close(); p.Stop(w.cfg.grace) }()
-		return
-	}
-	w.proc, w.client, w.peer = p, c, c.peer
-	go w.watch(p, c)
-	if f := w.cfg.crash.OnRestart; f != nil {
-		go f(crash, p.Pid())
+	default:
+		w.connected(p, c)
+		w.ev.emit(EventRestarted, p.Pid(), crash)
 	}
 }
 
-// current returns the connection to call through, waiting for a restart
-// in progress.
+// restartDelay returns the pause before a restart: none after a process
+// that answered something, else 50ms doubling up to 5s with each such
+// process in a row.
+func (w *Worker) restartDelay(answered bool) time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if answered {
+		w.quick = 0
+		return 0
+	}
+	w.quick++
+	return min(50*time.Millisecond<<min(w.quick-1, 10), 5*time.Second)
+}
+
+// current returns the connection to call through, waiting, within ctx,
+// for a restart or reconnection in progress.
 func (w *Worker) current(ctx context.Context) (*Client, error) {
 	for {
 		// A read lock is enough for calls.Add: Shutdown sets closing under
 		// the write lock before it waits for calls.
 		w.mu.RLock()
-		c, restarting, dead, closing := w.client, w.restarting, w.dead, w.closing
-		if c != nil && !closing && c.Err() != nil {
-			// The connection broke and watch has not handled it yet: do it
-			// here, so that a retry does not meet the same dead connection.
-			p := w.proc
-			w.mu.RUnlock()
-			<-c.Done()
-			w.lost(p, c, c.Err())
-			continue
-		}
-		if c != nil && !closing {
+		c, changing, changed, dead, closing := w.client, w.changing, w.changed, w.dead, w.closing
+		usable := c != nil && !closing && c.Err() == nil
+		if usable {
 			w.calls.Add(1)
 		}
 		w.mu.RUnlock()
 		switch {
 		case closing:
 			return nil, ErrClosed
-		case c != nil:
+		case usable:
 			return c, nil
-		case restarting != nil:
-			select {
-			case <-restarting:
-				continue
-			case <-ctx.Done():
-				return nil, context.Cause(ctx)
-			}
 		case dead != nil:
 			return nil, dead
+		case c == nil && !changing:
+			return nil, ErrNotConnected
 		}
-		return nil, ErrNotConnected
+		// A restart or reconnection is in progress, or the connection
+		// just broke and watch is on it.
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
 	}
 }
 
@@ -187,7 +355,10 @@ func (w *Worker) invoke(ctx context.Context, typ string, payload, out any) error
 		}
 		e := *crash
 		e.Type, e.Attempt, e.MaxAttempts = typ, attempt, attempts
-		if attempt >= attempts || ctx.Err() != nil {
+		if c == nil {
+			e.Attempt = attempt - 1 // not sent: 0 says that the worker died earlier
+		}
+		if c == nil || attempt >= attempts || ctx.Err() != nil {
 			return &e
 		}
 		w.cfg.log.info("retrying a call after a crash", "type", typ, "attempt", attempt+1, "of", attempts)
@@ -240,10 +411,12 @@ func (w *Worker) Disconnect() error {
 		return err
 	}
 	w.client = nil
+	w.broadcast()
 	w.mu.Unlock()
 	if c != nil {
 		c.fail(fmt.Errorf("%w: disconnected", ErrNotConnected))
 		<-c.Done()
+		w.ev.emit(EventDisconnected, c.peer.pid, nil)
 	}
 	return nil
 }
@@ -265,12 +438,12 @@ func (w *Worker) canDisconnect() error {
 // connected.
 func (w *Worker) Reconnect(ctx context.Context) error {
 	w.mu.Lock()
-	err, connected := w.canDisconnect(), w.client != nil
+	err, connected, p, pid := w.canDisconnect(), w.client != nil, w.proc, w.peer.pid
 	w.mu.Unlock()
 	if err != nil || connected {
 		return err
 	}
-	c, err := w.dial(ctx)
+	c, err := w.dial(ctx, p, pid)
 	if err != nil {
 		return err
 	}
@@ -280,26 +453,20 @@ func (w *Worker) Reconnect(ctx context.Context) error {
 		c.Close()
 		return nil
 	}
-	w.client, w.peer, w.dead = c, c.peer, nil
-	go w.watch(w.proc, c)
+	w.connected(p, c)
 	return nil
 }
 
-func (w *Worker) dial(ctx context.Context) (*Client, error) {
-	w.mu.Lock()
-	p, peerPid := w.proc, w.peer.pid
-	w.mu.Unlock()
-	lost := func(cause error) error { return &CrashError{Pid: peerPid, ExitCode: -1, Err: cause} }
-	if p != nil {
-		lost = lostConn(p)
-	}
+// dial connects to the worker p (nil when attached) with the connect
+// policy.
+func (w *Worker) dial(ctx context.Context, p *proc.Process, pid int) (*Client, error) {
 	var c *Client
 	err := w.cfg.connect.retry(ctx, nil, func() (bool, error) {
 		conn, err := transport.Dial(ctx, w.addr)
 		if err != nil {
 			return false, err
 		}
-		c, err = newClient(ctx, conn, w.cfg, w.secret, w.id, lost, nil)
+		c, err = newClient(ctx, conn, w.cfg, w.setup(p, nil))
 		return refused(err), err
 	})
 	return c, err
@@ -318,13 +485,11 @@ func (w *Worker) Close() error {
 func (w *Worker) close() {
 	w.mu.Lock()
 	w.closing = true
-	c, p, restarting := w.client, w.proc, w.restarting
+	c, p := w.client, w.proc
 	w.client = nil
+	w.broadcast()
 	w.mu.Unlock()
-	w.stop()
-	if restarting != nil {
-		<-restarting // the restart sees closing and stops what it started
-	}
+	w.stop() // a restart or reconnection in progress stops what it started
 	var cleaned chan struct{}
 	if p != nil {
 		// Nobody needs the socket any more: it goes while the process
@@ -355,6 +520,9 @@ func (w *Worker) close() {
 	}
 	w.removeDir()
 	w.cfg.log.debug("worker closed", "id", w.id)
+	w.mu.Lock()
+	w.finish(ErrClosed)
+	w.mu.Unlock()
 }
 
 // Shutdown stops the worker gracefully: new calls fail with ErrClosed,
@@ -364,6 +532,7 @@ func (w *Worker) close() {
 func (w *Worker) Shutdown(ctx context.Context) error {
 	w.mu.Lock()
 	w.closing = true
+	w.broadcast()
 	c := w.client
 	w.mu.Unlock()
 	var err error

@@ -59,12 +59,13 @@ func main() {
 	defer os.RemoveAll(dir)
 	restarts := make(chan string, 3)
 	w, err = worker.Spawn(ctx, exec.Command(exe), &worker.Options{
-		OnCrash: worker.CrashPolicy{
-			Attempts: 3,
-			OnRestart: func(crash *worker.CrashError, newPid int) {
+		OnCrash: worker.CrashPolicy{Attempts: 3},
+		OnEvent: func(e worker.Event) {
+			if e.Kind == worker.EventRestarted {
+				crash := e.Err.(*worker.CrashError)
 				restarts <- fmt.Sprintf("restarted: pid %d (exit code %d) replaced by pid %d",
-					crash.Pid, crash.ExitCode, newPid)
-			},
+					crash.Pid, crash.ExitCode, e.Pid)
+			}
 		},
 	})
 	if err != nil {
@@ -77,7 +78,7 @@ func main() {
 	if err != nil {
 		log.Fatalf("the call failed despite the retries: %v", err)
 	}
-	fmt.Println(<-restarts) // OnRestart runs on its own goroutine
+	fmt.Println(<-restarts) // OnEvent runs on a goroutine of its own
 	fmt.Printf("call succeeded: result=%q, handled by pid %d\n", out.Result, out.Pid)
 	fmt.Printf("  w.Pid() changed from %d to %d\n", first, w.Pid())
 	w.Close()

@@ -212,6 +212,14 @@ func (p *Process) Stop(grace time.Duration) {
 	p.release()
 }
 
+// Kill kills the process at once, with its process group or job, and
+// returns once it is reaped: for a worker that is stuck, and so would not
+// heed a request to exit.
+func (p *Process) Kill() {
+	p.kill()
+	<-p.exited
+}
+
 // WaitGone waits up to d for a process that is not our child to exit (it
 // cannot be waited for, only polled), and reports whether it did.
 func WaitGone(pid int, d time.Duration) bool {

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"runtime"
 	"slices"
@@ -47,6 +48,13 @@ type WriteQueue struct {
 	// before the first byte included (a server's replies have no deadline:
 	// a timeout there comes from a shutdown giving up on a stuck peer).
 	TimeoutsBreak bool
+	// FinishWithin, when positive, keeps the stream intact when a direct
+	// write is cut by its deadline (or done) after some of the frame went
+	// out: the rest is copied and written in the background, within this
+	// time, while the writer returns ErrFinishing at once. A peer that
+	// does not take the rest in time breaks the stream. Zero breaks the
+	// stream at once, as any write cut in the middle of a frame must.
+	FinishWithin time.Duration
 
 	mu     sync.Mutex
 	writer writer
@@ -87,6 +95,11 @@ type batch struct {
 // written or queued; nothing of it was sent.
 var ErrWaitCanceled = errors.New("gave up waiting to write")
 
+// ErrFinishing reports that the writer's deadline (or done) cut its write
+// after part of the frame was written: the rest is being written in the
+// background (see FinishWithin), so the frame will arrive whole, late.
+var ErrFinishing = errors.New("the deadline passed while the frame was being written; the rest of it is written in the background")
+
 // aLongTimeAgo is a deadline that interrupts a write at once.
 var aLongTimeAgo = time.Unix(1, 0)
 
@@ -97,8 +110,10 @@ var aLongTimeAgo = time.Unix(1, 0)
 // a queued frame back (see Remove) if removable is set. Otherwise frame
 // was not sent, and err is ErrWaitCanceled when done closed while waiting;
 // a timeout (broken false) when deadline passed before any byte of it was
-// written, which leaves the stream intact; or the error that broke the
-// stream (broken true; q.Broken has been called).
+// written, which leaves the stream intact; ErrFinishing when it passed
+// after some of it was (the frame will still go out whole, see
+// FinishWithin); or the error that broke the stream (broken true; q.Broken
+// has been called).
 //
 // deadline, if not zero, bounds the write of frame when this goroutine
 // writes it itself.
@@ -108,6 +123,16 @@ func (q *WriteQueue) Write(done <-chan struct{}, frame, tail []byte, deadline ti
 		return ticket, err != nil && err != ErrWaitCanceled, err
 	}
 	broken, err = q.writeDirect(done, frame, tail, deadline)
+	if err == ErrFinishing {
+		return 0, false, err // the writer role went to the finishing goroutine
+	}
+	q.release()
+	return 0, broken, err
+}
+
+// release gives up the direct writer role: to the flusher if frames were
+// queued meanwhile, or to the writers waiting.
+func (q *WriteQueue) release() {
 	q.mu.Lock()
 	if len(q.queued) > 0 && q.err == nil {
 		q.writer = flusher
@@ -117,7 +142,6 @@ func (q *WriteQueue) Write(done <-chan struct{}, frame, tail []byte, deadline ti
 		q.signal()
 	}
 	q.mu.Unlock()
-	return 0, broken, err
 }
 
 // queueOrWait queues frame (queued is true) or waits until this goroutine
@@ -210,11 +234,36 @@ func (q *WriteQueue) writeDirect(done <-chan struct{}, frame, tail []byte, deadl
 	if interrupt.stop() || !deadline.IsZero() {
 		q.Conn.SetWriteDeadline(time.Time{})
 	}
+	if err != nil && n > 0 && IsTimeout(err) && q.FinishWithin > 0 && !q.TimeoutsBreak {
+		go q.finish(rest(frame, tail, n))
+		return false, ErrFinishing
+	}
 	if err != nil && (n > 0 || !IsTimeout(err) || q.TimeoutsBreak) {
 		q.fail(err)
 		return true, err
 	}
 	return false, err
+}
+
+// rest copies what is left of frame and tail after n bytes: the caller
+// reuses their memory once it returns.
+func rest(frame, tail []byte, n int) []byte {
+	if n < len(frame) {
+		return append(append([]byte(nil), frame[n:]...), tail...)
+	}
+	return append([]byte(nil), tail[n-len(frame):]...)
+}
+
+// finish writes the rest of a frame whose writer gave up, as the direct
+// writer, within FinishWithin; then it releases the writer role.
+func (q *WriteQueue) finish(b []byte) {
+	q.Conn.SetWriteDeadline(time.Now().Add(q.FinishWithin))
+	_, err := q.Conn.Write(b)
+	q.Conn.SetWriteDeadline(time.Time{})
+	if err != nil {
+		q.fail(fmt.Errorf("the peer did not read the rest of a frame within %v: %w", q.FinishWithin, err))
+	}
+	q.release()
 }
 
 // writeInterrupt cuts a blocked direct write short when its caller's
