@@ -35,8 +35,8 @@ type Client struct {
 	pending  [pendingShards]pendingShard
 	inflight atomic.Int32 // calls in pending
 
-	gaveUp recentTxs    // calls given up (ctx ended) whose reply may still come
-	stuck  *stuckWatch  // nil: nobody to tell of a stuck worker
+	gaveUp recentTxs     // calls given up (ctx ended) whose reply may still come
+	stuck  *stuckWatch   // nil: nobody to tell of a stuck worker
 	reads  atomic.Uint64 // frames read, for the liveness probe
 
 	mu    sync.Mutex
