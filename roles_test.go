@@ -54,6 +54,9 @@ func init() {
 		"lc-detached-host":    func() { lcHost(true) },
 		"block":               blockRole,
 
+		// The supervision tests (supervise_test.go).
+		"sv-worker": svWorker,
+
 		// A Go program that a worker's handler starts (interop_ts_test.go):
 		// it must not take itself for a worker.
 		"child-main": func() {
