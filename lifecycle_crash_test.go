@@ -189,8 +189,9 @@ func TestLifecycleCrashRetryRestarts(t *testing.T) {
 	// Both attempts crash: the call fails with the second crash, and the
 	// worker is replaced once more.
 	_, err = worker.Call(ctx, w, Exit, 9)
-	if ce := asCrash(t, err); ce.Type != Exit.Name() || ce.Attempt != 2 || ce.MaxAttempts != 2 || ce.ExitCode != 9 {
-		t.Fatalf("exit: got %+v", ce)
+	if ce := asCrash(t, err); ce.Type != Exit.Name() || ce.Attempt != 2 || ce.MaxAttempts != 2 || ce.ExitCode != 9 ||
+		!strings.Contains(err.Error(), "in flight when 2 workers died") {
+		t.Fatalf("exit: got %+v: %v", ce, err)
 	}
 	if !np.goneWithin(5 * time.Second) {
 		t.Fatalf("the crashed process %d is still there", now)

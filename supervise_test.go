@@ -326,3 +326,22 @@ func TestSupervisionChaos(t *testing.T) {
 		}
 	}
 }
+
+// A worker that crashes takes the processes it started with it: the host
+// kills its process group (job) at once, not only at Close.
+func TestSupervisionCrashKillsChildren(t *testing.T) {
+	t.Parallel()
+	w := lcSpawn(t, "lc-worker", nil)
+	gpid, err := worker.Call(testCtx(t), w, LCGrandchild, worker.Void{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := lcWatch(t, gpid)
+	if _, err := worker.Call(testCtx(t), w, Exit, 3); !errors.Is(err, worker.ErrCrashed) {
+		t.Fatalf("the crashing call: %v", err)
+	}
+	// The Worker is not closed yet: only the crash can have killed it.
+	if !g.goneWithin(5 * time.Second) {
+		t.Fatalf("the crashed worker's child %d still runs", gpid)
+	}
+}
