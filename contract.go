@@ -3,7 +3,9 @@ package worker
 import (
 	"context"
 	"fmt"
+	"runtime/debug"
 	"strings"
+	"time"
 )
 
 // reservedPrefix starts the type names of the library's own control
@@ -72,4 +74,95 @@ func Call[P, R any](ctx context.Context, c Caller, m MessageType[P, R], payload 
 // Caller is what Call sends through: a *Client or a *Worker.
 type Caller interface {
 	invoke(ctx context.Context, typ string, payload, out any) error
+}
+
+// Message is the untyped view of any message, requests and replies alike,
+// as middleware and serializers see it (the TypeScript library's
+// AnyMessage).
+type Message struct {
+	// Type is the message type on the wire: "ping" for a request, and
+	// "pingResult" or "pingError" for its reply.
+	Type string
+	// Tx is the transaction id that pairs a reply with its request.
+	Tx string
+	// Payload is encoded by the connection's serializer; nil means that the
+	// message has no payload (a void result). An error reply's payload is
+	// an object with the fields message, name, and optionally stack and
+	// code.
+	Payload []byte
+	// Deadline is the caller's deadline, carried with requests to workers
+	// that support it; zero otherwise.
+	Deadline time.Time
+	// Incoming is set on a message that was just read from the connection,
+	// and clear on one about to be written.
+	Incoming bool
+
+	ser Serializer
+}
+
+// Decode decodes the payload into v with the connection's serializer.
+func (m *Message) Decode(v any) error {
+	if m.Payload == nil {
+		return fmt.Errorf("worker: message %q has no payload", m.Type)
+	}
+	return m.serializer().DecodePayload(m.Payload, v)
+}
+
+// SetPayload replaces the payload with the encoding of v.
+func (m *Message) SetPayload(v any) error {
+	p, err := m.serializer().AppendPayload(nil, v)
+	if err != nil {
+		return err
+	}
+	m.Payload = p
+	return nil
+}
+
+func (m *Message) serializer() Serializer {
+	if m.ser == nil {
+		return jsonSerializer{}
+	}
+	return m.ser
+}
+
+// Middleware observes or changes a message on its way in or out (see
+// Message.Incoming). It may modify *m in place, including replacing it
+// whole. An error fails the call the message belongs to (on a worker: the
+// request gets an error reply) and never the connection. Middleware runs
+// in the order given, on the goroutine that sends or receives the message,
+// so it must not block for long. The library's own control messages are
+// not shown to middleware.
+type Middleware func(ctx context.Context, m *Message) error
+
+// runMiddleware runs mw on a user message; the library's own control
+// messages (handshake, cancel, shutdown) are not shown to middleware, which
+// could otherwise break them.
+func runMiddleware(ctx context.Context, mw []Middleware, m *Message) (err error) {
+	if len(mw) == 0 || strings.HasPrefix(m.Type, reservedPrefix) {
+		return nil
+	}
+	for i, f := range mw {
+		if err = safeMiddleware(ctx, f, m); err != nil {
+			return fmt.Errorf("worker: %s middleware %d on %q: %w", direction(m.Incoming), i, m.Type, err)
+		}
+	}
+	return nil
+}
+
+func safeMiddleware(ctx context.Context, f Middleware, m *Message) (err error) {
+	incoming := m.Incoming
+	defer func() {
+		if r := recover(); r != nil {
+			err = &RemoteError{Name: "Panic", Message: fmt.Sprintf("panic in %s middleware: %v", direction(incoming), r),
+				Code: codePanic, Stack: string(debug.Stack())}
+		}
+	}()
+	return f(ctx, m)
+}
+
+func direction(incoming bool) string {
+	if incoming {
+		return "incoming"
+	}
+	return "outgoing"
 }
