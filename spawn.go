@@ -158,7 +158,7 @@ func expectOf(p *proc.Process) func() (greets, ours bool) {
 // connection, cause).
 func crashOf(p *proc.Process, cause error) *CrashError {
 	st := p.Status()
-	e := &CrashError{Pid: p.Pid(), ExitCode: st.ExitCode, Signal: st.Signal, Err: cause, Stderr: st.Stderr}
+	e := &CrashError{Pid: p.Pid(), ExitCode: st.ExitCode, Signal: st.Signal, Err: cause, Reason: st.Reason, Stderr: st.Stderr}
 	if st.Exited && cause == nil {
 		e.Err = errors.New(st.Desc)
 	}

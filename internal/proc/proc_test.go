@@ -61,8 +61,9 @@ func TestStartReadyAndStatus(t *testing.T) {
 	<-p.Ready()
 	<-p.Exited()
 	st := p.Status()
-	if !st.Exited || st.ExitCode != 3 || st.Signal != "" || !strings.Contains(st.Stderr, "boom: the decisive line") {
-		t.Fatalf("status %+v; want exit code 3 and the stderr line", st)
+	if !st.Exited || st.ExitCode != 3 || st.Signal != "" || !strings.Contains(st.Stderr, "boom: the decisive line") ||
+		st.Reason != "boom: the decisive line" {
+		t.Fatalf("status %+v; want exit code 3 and the stderr line, as the tail and the reason", st)
 	}
 	if len(st.Stderr) > 64 {
 		t.Fatalf("kept %d bytes of stderr; the tail is 64", len(st.Stderr))
