@@ -2,6 +2,7 @@ package proc
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strconv"
@@ -32,6 +33,12 @@ func TestMain(m *testing.M) {
 	case "sleep":
 		signalIgnoreTerm()
 		time.Sleep(time.Hour)
+	case "log-to-gone-reader":
+		// Once stdin closes, nobody reads stderr any more.
+		io.Copy(io.Discard, os.Stdin)
+		_, err := fmt.Fprintln(LogStderr(), "a record nobody reads")
+		fmt.Printf("survived: %v\n", err)
+		os.Exit(0)
 	}
 	os.Exit(5)
 }
