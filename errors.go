@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/isolated-workers/worker/internal/wire"
 )
@@ -211,7 +213,18 @@ type CrashError struct {
 	ExitCode int
 	// Signal names the signal that killed the process, if one did.
 	Signal string
-	// Stderr is the tail of what the worker wrote to its standard error.
+	// Reason is the line of the worker's standard error that tells why it
+	// died: the first line of the whole stream that reports a fatal error
+	// the way the Go runtime does ("panic: ", "fatal error: ",
+	// "runtime/cgo: ", a signal in C code such as "SIGSEGV: "), or else its
+	// last line that is not blank. It is one line, cut at 2 KiB; empty when
+	// the worker wrote nothing there, or was not spawned by this host
+	// (Attach) or was detached.
+	Reason string
+	// Stderr is the tail of what the worker wrote to its standard error:
+	// its last 4 KiB, which after a Go runtime's death is usually the end
+	// of a goroutine dump (Reason keeps the line that matters). Error does
+	// not include it.
 	Stderr string
 	// Err is what the host observed: the process exit, a lost connection,
 	// or, matching ErrStuck, why the worker was declared stuck.
@@ -224,7 +237,8 @@ type CrashError struct {
 	Time time.Time
 }
 
-// Error describes the call, how the worker died and its stderr tail.
+// Error describes, on one line, the call, how the worker died and the
+// Reason.
 func (e *CrashError) Error() string {
 	var b strings.Builder
 	b.WriteString("worker: ")
@@ -242,7 +256,7 @@ func (e *CrashError) Error() string {
 	case errors.Is(e.Err, ErrStuck):
 		fmt.Fprintf(&b, "worker process %d was killed: %v", e.Pid, e.Err)
 	case e.Signal != "":
-		fmt.Fprintf(&b, "worker process %d was killed by signal %s", e.Pid, e.Signal)
+		fmt.Fprintf(&b, "worker process %d was killed by %s", e.Pid, e.Signal)
 	case e.ExitCode >= 0:
 		fmt.Fprintf(&b, "worker process %d exited with code %d", e.Pid, e.ExitCode)
 		if errors.Is(e.Err, errExitedAtStartup) {
@@ -254,10 +268,35 @@ func (e *CrashError) Error() string {
 			fmt.Fprintf(&b, ": %v", e.Err)
 		}
 	}
-	if s := strings.TrimSpace(e.Stderr); s != "" {
-		fmt.Fprintf(&b, "; stderr: %s", s)
+	if r := strings.TrimSpace(e.Reason); r != "" {
+		fmt.Fprintf(&b, "; stderr: %s", r)
 	}
-	return b.String()
+	return oneLine(b.String())
+}
+
+// oneLine returns s on one line: the lines of a multi-line message (of
+// errors.Join, say) are joined by "; ", other control characters (tabs
+// aside) become spaces.
+func oneLine(s string) string {
+	if !strings.ContainsFunc(s, notInLine) {
+		return s
+	}
+	lines := strings.FieldsFunc(s, func(r rune) bool { return r == '\n' || r == '\r' || r == '\u2028' || r == '\u2029' })
+	for i := range lines {
+		lines[i] = strings.TrimSpace(lines[i])
+	}
+	lines = slices.DeleteFunc(lines, func(l string) bool { return l == "" })
+	return strings.Map(func(r rune) rune {
+		if notInLine(r) {
+			return ' '
+		}
+		return r
+	}, strings.Join(lines, "; "))
+}
+
+// notInLine reports a character that a one-line message must not hold.
+func notInLine(r rune) bool {
+	return r != '\t' && (unicode.IsControl(r) || r == '\u2028' || r == '\u2029')
 }
 
 // Unwrap returns e.Err.

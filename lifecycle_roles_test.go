@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -44,6 +45,10 @@ type (
 		Stderr string `json:"stderr"`
 		Code   int    `json:"code"`
 	}
+	LCDieReq struct {
+		How    string `json:"how"`    // "panic" or "fatal"
+		Parked int    `json:"parked"` // goroutines to start first
+	}
 )
 
 var (
@@ -52,6 +57,12 @@ var (
 	// LCCrash writes Stderr to stderr and exits with Code; with a negative
 	// Code it returns instead.
 	LCCrash = worker.Define[LCCrashReq, worker.Void]("lcCrash")
+	// LCDie kills the worker the way the Go runtime does, after starting
+	// Parked goroutines that never return and asking for every goroutine
+	// in the dump (GOTRACEBACK=all): "panic" panics with lcDiePanic in a
+	// goroutine outside any handler, "fatal" unlocks an unlocked mutex
+	// (fatal error: sync: unlock of unlocked mutex). Both exit with code 2.
+	LCDie = worker.Define[LCDieReq, worker.Void]("lcDie")
 	// LCCrashIfPid exits with code 5, after writing lcCrashMarker to
 	// stderr, if its process's pid is the one given; otherwise it returns
 	// that pid. Given the worker's pid, it crashes once, and a retry on a
@@ -68,7 +79,10 @@ var (
 	LCStubborn = worker.Define[worker.Void, worker.Void]("lcStubborn")
 )
 
-const lcCrashMarker = "lc: crashing on purpose"
+const (
+	lcCrashMarker = "lc: crashing on purpose"
+	lcDiePanic    = "lc: the decisive panic"
+)
 
 func blockRole() {
 	time.Sleep(blockFor)
@@ -125,6 +139,7 @@ func lcWorker(keepAlive bool) {
 		}
 		return worker.Void{}, nil
 	})
+	worker.Handle(s, LCDie, lcDie)
 	worker.Handle(s, LCCrashIfPid, func(ctx context.Context, pid int) (int, error) {
 		if os.Getpid() == pid {
 			fmt.Fprintln(os.Stderr, lcCrashMarker)
@@ -165,6 +180,23 @@ func lcWorker(keepAlive bool) {
 	worker.Main(s)
 	fmt.Fprintln(os.Stderr, "worker.Main returned in an lc worker")
 	os.Exit(2)
+}
+
+func lcDie(ctx context.Context, r LCDieReq) (worker.Void, error) {
+	debug.SetTraceback("all")
+	park := make(chan struct{})
+	for range r.Parked {
+		go func() { <-park }()
+	}
+	switch r.How {
+	case "panic":
+		go func() { panic(lcDiePanic) }()
+	case "fatal":
+		var mu sync.Mutex
+		mu.Unlock()
+	}
+	<-ctx.Done()
+	return worker.Void{}, ctx.Err()
 }
 
 // lcHost is a host process: it spawns an lc worker (detached and

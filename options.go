@@ -35,9 +35,13 @@ type Options struct {
 	// among the calls in flight on a connection.
 	NewTx func(m *Message) string
 	// Logger receives the library's log records; nil means silent. A
-	// logger that panics or fails never breaks a call. When it logs at
-	// info, a spawned worker whose cmd.Stderr is nil has its standard error
-	// logged here too, a record per line with the worker's pid.
+	// logger that panics or fails never breaks a call. A spawned worker
+	// whose cmd.Stderr is nil (and that is not Detached) has its standard
+	// error logged here too, a record per line with the worker's pid: a Go
+	// worker's own log records (see ServerOptions.Logger) as those records,
+	// at their level and with their attributes; any other line as a
+	// "worker stderr" record with the line, at info, or at the level that
+	// the line names when slog's default logger or text handler wrote it.
 	Logger *slog.Logger
 	// LogLevel drops records below it before they reach Logger; nil means
 	// slog.LevelInfo.
@@ -166,7 +170,12 @@ type ServerOptions struct {
 	Serializer Serializer
 	// Middleware runs, in order, on every message received or sent.
 	Middleware []Middleware
-	// Logger receives the library's log records; nil means silent.
+	// Logger receives the library's log records. Nil means, in a worker
+	// process that a Go host started (Spawn), one JSON line per record on
+	// standard error (slog's JSON handler): that host logs them through its
+	// own Options.Logger as the records they are (and they are part of the
+	// stderr that its crash reports quote). Nil means silent otherwise: a
+	// worker of a TypeScript host, ServeConn.
 	Logger *slog.Logger
 	// LogLevel drops records below it; nil means slog.LevelInfo.
 	LogLevel slog.Leveler
@@ -230,6 +239,7 @@ type serverConfig struct {
 	serChosen   bool // Serializer was set; otherwise Serve adopts the host's built-in one
 	mw          []Middleware
 	log         *logger
+	logChosen   bool // Logger was set; otherwise Serve logs to stderr for a Go host
 	keepAlive   bool
 	hostConnect time.Duration
 	drain       time.Duration
@@ -242,7 +252,7 @@ func (o *ServerOptions) resolve() serverConfig {
 	}
 	return serverConfig{
 		ser: orDefault[Serializer](o.Serializer, jsonSerializer{}), serChosen: o.Serializer != nil, mw: o.Middleware,
-		log: newLogger(o.Logger, o.LogLevel), keepAlive: o.KeepAlive,
+		log: newLogger(o.Logger, o.LogLevel), logChosen: o.Logger != nil, keepAlive: o.KeepAlive,
 		hostConnect: o.HostConnectTimeout, drain: orDefault(o.DrainTimeout, defaultDrainTimeout),
 		max: orDefault(o.MaxMessageSize, defaultMaxMessageSize),
 	}

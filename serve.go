@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -124,6 +125,11 @@ func (s *Server) startupState(d wire.StartupData) *procState {
 	ps := &procState{secret: d.Secret, id: d.ID, greet: d.Greet}
 	if !s.cfg.serChosen && d.Serializer == (binarySerializer{}).Name() {
 		s.cfg.ser = binarySerializer{} // no choice made here: follow the host's
+	}
+	if !s.cfg.logChosen && d.HostPID != 0 {
+		// A Go host (only it says its pid) reads these records from the
+		// worker's stderr (see stderrLog).
+		s.cfg.log.h = slog.NewJSONHandler(proc.LogStderr(), &slog.HandlerOptions{Level: s.cfg.log.level})
 	}
 	if d.Serializer != "" && d.Serializer != s.cfg.ser.Name() {
 		// Not a reason to exit before the host connects: the handshake

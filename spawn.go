@@ -89,7 +89,7 @@ func (w *Worker) launch(ctx context.Context, cmd *exec.Cmd) (*proc.Process, *Cli
 		sd.ServerConnectTimeout = 0
 	}
 	env := withoutStartupEnv(cmd.Environ())
-	if cmd.Stderr == nil && !w.cfg.detached && w.cfg.log.enabled(slog.LevelInfo) {
+	if cmd.Stderr == nil && !w.cfg.detached && w.cfg.log.h != nil {
 		cmd.Stderr = &stderrLog{log: w.cfg.log, cmd: cmd} // else only the crash report's tail keeps it
 	}
 	p, err := proc.Start(cmd, proc.Spec{Detached: w.cfg.detached, StderrTail: stderrTail,
@@ -158,7 +158,7 @@ func expectOf(p *proc.Process) func() (greets, ours bool) {
 // connection, cause).
 func crashOf(p *proc.Process, cause error) *CrashError {
 	st := p.Status()
-	e := &CrashError{Pid: p.Pid(), ExitCode: st.ExitCode, Signal: st.Signal, Err: cause, Stderr: st.Stderr}
+	e := &CrashError{Pid: p.Pid(), ExitCode: st.ExitCode, Signal: st.Signal, Err: cause, Reason: st.Reason, Stderr: st.Stderr}
 	if st.Exited && cause == nil {
 		e.Err = errors.New(st.Desc)
 	}
@@ -250,15 +250,23 @@ func Attach(ctx context.Context, tok string, opts *Options) (*Worker, error) {
 }
 
 // stderrLog writes a worker's standard error to the host's logger, a
-// record per line, with the worker's pid.
+// record per line, with the worker's pid: a record of slog's JSON handler
+// (the worker's own log, see ServerOptions.Logger) as that record, at its
+// level, with its attributes; any other line as a "worker stderr" record,
+// at the level it names (see lineLevel) or info.
 type stderrLog struct {
 	log  *logger
 	cmd  *exec.Cmd // its Process is set before anything is written
 	line []byte
 }
 
-// maxStderrLine bounds a record: a longer line is logged in pieces.
-const maxStderrLine = 4 << 10
+// maxStderrLine bounds a record: a longer line is logged in pieces. A line
+// that may be a record (it starts with "{") may be longer: a record cut in
+// pieces would be logged as plain lines.
+const (
+	maxStderrLine = 4 << 10
+	maxRecordLine = 64 << 10
+)
 
 func (s *stderrLog) Write(p []byte) (int, error) {
 	n := len(p)
@@ -266,7 +274,7 @@ func (s *stderrLog) Write(p []byte) (int, error) {
 		i := bytes.IndexByte(p, '\n')
 		if i < 0 {
 			s.line = append(s.line, p...)
-			if len(s.line) >= maxStderrLine {
+			if len(s.line) >= maxStderrLine && (s.line[0] != '{' || len(s.line) >= maxRecordLine) {
 				s.flush()
 			}
 			break
@@ -279,6 +287,12 @@ func (s *stderrLog) Write(p []byte) (int, error) {
 }
 
 func (s *stderrLog) flush() {
-	s.log.info("worker stderr", "pid", s.cmd.Process.Pid, "line", string(s.line))
+	line := bytes.TrimSuffix(s.line, []byte("\r"))
+	pid := s.cmd.Process.Pid
+	if r, ok := parseRecord(line, slog.Int("pid", pid)); ok {
+		s.log.forward(r)
+	} else {
+		s.log.at(lineLevel(line), "worker stderr", "pid", pid, "line", string(line))
+	}
 	s.line = s.line[:0]
 }

@@ -47,7 +47,7 @@ func main() {
 	fmt.Println("call failed:", err)
 	fmt.Println("  errors.Is(err, worker.ErrCrashed):", errors.Is(err, worker.ErrCrashed))
 	fmt.Printf("  pid=%d exit code=%d attempt %d of %d\n", crash.Pid, crash.ExitCode, crash.Attempt, crash.MaxAttempts)
-	fmt.Printf("  stderr tail: %q\n", strings.TrimSpace(crash.Stderr))
+	fmt.Printf("  the line of its stderr that says why: %q\n", crash.Reason)
 	fmt.Println("  worker active:", w.IsActive())
 	_, err = worker.Call(ctx, w, Process, Job{MarkerDir: dir, Input: "again"})
 	fmt.Println("  a later call fails too:", errors.Is(err, worker.ErrCrashed))

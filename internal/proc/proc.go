@@ -179,11 +179,12 @@ type Status struct {
 	Signal   string // the signal that killed it, if one did
 	Desc     string // the exit as the OS package words it ("exit status 3")
 	Stderr   string // the tail of what it wrote to stderr
+	Reason   string // the line of its whole stderr that tells why it ended (see Tail.Reason)
 }
 
 // Status returns how the process ended, if it has.
 func (p *Process) Status() Status {
-	st := Status{ExitCode: -1, Stderr: p.stderr.String()}
+	st := Status{ExitCode: -1, Stderr: p.stderr.String(), Reason: p.stderr.Reason()}
 	if p.HasExited() {
 		st.Exited = true
 		st.ExitCode, st.Signal = exitDetail(p.state)

@@ -2,6 +2,7 @@ package proc
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strconv"
@@ -32,6 +33,12 @@ func TestMain(m *testing.M) {
 	case "sleep":
 		signalIgnoreTerm()
 		time.Sleep(time.Hour)
+	case "log-to-gone-reader":
+		// Once stdin closes, nobody reads stderr any more.
+		io.Copy(io.Discard, os.Stdin)
+		_, err := fmt.Fprintln(LogStderr(), "a record nobody reads")
+		fmt.Printf("survived: %v\n", err)
+		os.Exit(0)
 	}
 	os.Exit(5)
 }
@@ -61,8 +68,9 @@ func TestStartReadyAndStatus(t *testing.T) {
 	<-p.Ready()
 	<-p.Exited()
 	st := p.Status()
-	if !st.Exited || st.ExitCode != 3 || st.Signal != "" || !strings.Contains(st.Stderr, "boom: the decisive line") {
-		t.Fatalf("status %+v; want exit code 3 and the stderr line", st)
+	if !st.Exited || st.ExitCode != 3 || st.Signal != "" || !strings.Contains(st.Stderr, "boom: the decisive line") ||
+		st.Reason != "boom: the decisive line" {
+		t.Fatalf("status %+v; want exit code 3 and the stderr line, as the tail and the reason", st)
 	}
 	if len(st.Stderr) > 64 {
 		t.Fatalf("kept %d bytes of stderr; the tail is 64", len(st.Stderr))
