@@ -47,6 +47,7 @@ type Worker struct {
 	calls    sync.WaitGroup // calls in flight, for Shutdown
 	quick    int            // crashes in a row of processes that answered nothing
 	stuckRep *stuckReport   // why the current process is being killed as stuck
+	lostC    *Client        // a connection whose loss transition handled, for watch
 
 	done    chan struct{} // closed when the Worker is finished (see Done)
 	doneErr error
@@ -114,7 +115,8 @@ func (w *Worker) setup(p *proc.Process, g *greeting) clientSetup {
 		stuck: func(c *Client, s stuck) { w.onStuck(p, c, s) }}
 }
 
-// watch notices the death of the process or the loss of its connection.
+// watch notices the death of the process or the loss of its connection,
+// and handles it (see lost).
 func (w *Worker) watch(p *proc.Process, c *Client) {
 	var exited <-chan struct{}
 	if p != nil {
@@ -122,58 +124,30 @@ func (w *Worker) watch(p *proc.Process, c *Client) {
 	}
 	select {
 	case <-exited:
-		w.lost(p, c, nil)
+		if c.Err() == nil {
+			c.fail(w.lostErr(p, c, nil))
+		}
 	case <-c.Done():
-		w.lost(p, c, c.Err())
-	}
-}
-
-// lost handles the unexpected end of a process or connection: the calls
-// waiting for a new connection are told at once, those in flight fail,
-// and then the worker is reconnected, restarted or left dead.
-func (w *Worker) lost(p *proc.Process, c *Client, cause error) {
-	w.mu.Lock()
-	if w.closing || w.client != c {
-		w.mu.Unlock()
-		return // closed, disconnected or already replaced on purpose
-	}
-	w.client, w.changing = nil, true
-	w.broadcast()
-	w.mu.Unlock()
-	if c.Err() == nil {
-		c.fail(w.lostErr(p, c, cause))
 	}
 	<-c.Done()
 	err := c.Err()
-	if errors.Is(err, ErrNotConnected) && w.reconnect(p, c, cause) {
-		return
+	if !w.takeLost(c) {
+		// Not lost through lostErr: ended on purpose (Close, Disconnect),
+		// or by a peer that broke the protocol, alive but unreachable.
+		if !errors.Is(err, ErrProtocol) || !w.transition(p, c, w.crashReport(p, c.peer.pid, err)) {
+			return
+		}
+		w.takeLost(c)
 	}
-	crash, ok := err.(*CrashError)
-	if !ok {
-		crash = w.crashReport(p, c.peer.pid, err)
-	}
-	w.cfg.log.warn("worker crashed", "pid", crash.Pid, "err", crash)
-	w.ev.emit(EventCrashed, crash.Pid, crash)
-	if p != nil {
-		p.Stop(w.cfg.grace) // alive but unreachable, or its children left behind
-	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	switch {
-	case w.closing:
-	case p == nil || !w.cfg.crash.restarts():
-		w.dead, w.changing = crash, false
-		w.broadcast()
-		w.finish(crash)
-	default:
-		go w.restart(crash, c.reads.Load() > 0)
-	}
+	w.lost(p, c, err)
 }
 
 // lostErr is what the calls on c, to p, get when it breaks: usually a
 // *CrashError, since it usually means that p died; an error that matches
 // ErrNotConnected when the connection to a keep-alive worker broke while
-// the worker lives and Options.Reconnect is set.
+// the worker lives and Options.Reconnect is set. Before the calls get it,
+// the Worker's state moves on (see transition), so that a caller who sees
+// the error sees the Worker dead, or new calls wait for what follows.
 func (w *Worker) lostErr(p *proc.Process, c *Client, cause error) error {
 	pid := c.peer.pid
 	if p != nil {
@@ -184,10 +158,79 @@ func (w *Worker) lostErr(p *proc.Process, c *Client, cause error) error {
 	w.mu.RLock()
 	stuck := w.stuckRep != nil && w.stuckRep.pid == pid
 	w.mu.RUnlock()
+	var err error
 	if alive && !stuck && c.peer.keepAlive && w.cfg.reconnect && !errors.Is(cause, ErrProtocol) {
-		return fmt.Errorf("%w: the connection to worker process %d broke (%v); the host is reconnecting", ErrNotConnected, pid, cause)
+		err = fmt.Errorf("%w: the connection to worker process %d broke (%v); the host is reconnecting", ErrNotConnected, pid, cause)
+	} else {
+		err = w.crashReport(p, pid, cause)
 	}
-	return w.crashReport(p, pid, cause)
+	w.transition(p, c, err)
+	return err
+}
+
+// transition moves the Worker on from the loss of c, its current
+// connection, with err: to a reconnection or restart in progress, or dead.
+// It reports false if c was not current (closed or disconnected on
+// purpose, or already handled).
+func (w *Worker) transition(p *proc.Process, c *Client, err error) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closing || w.client != c {
+		return false
+	}
+	w.client, w.lostC = nil, c
+	crash, isCrash := err.(*CrashError)
+	if isCrash && (p == nil || !w.cfg.crash.restarts()) {
+		w.dead = crash
+		w.finish(crash)
+	} else {
+		w.changing = true
+	}
+	w.broadcast()
+	return true
+}
+
+// takeLost reports whether transition handled the loss of c, once.
+func (w *Worker) takeLost(c *Client) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.lostC != c {
+		return false
+	}
+	w.lostC = nil
+	return true
+}
+
+// lost handles the loss of c (to p), whose calls got err: it reconnects,
+// or reports the crash, kills what is left of the process and restarts
+// it if the policy says so.
+func (w *Worker) lost(p *proc.Process, c *Client, err error) {
+	if errors.Is(err, ErrNotConnected) {
+		if w.reconnect(p, c, err) {
+			return
+		}
+		crash := w.crashReport(p, c.peer.pid, err)
+		w.mu.Lock()
+		if !w.closing && (p == nil || !w.cfg.crash.restarts()) {
+			w.dead, w.changing = crash, false
+			w.finish(crash)
+			w.broadcast()
+		}
+		w.mu.Unlock()
+		err = crash
+	}
+	crash := err.(*CrashError)
+	w.cfg.log.warn("worker crashed", "pid", crash.Pid, "err", crash)
+	w.ev.emit(EventCrashed, crash.Pid, crash)
+	if p != nil {
+		p.Stop(w.cfg.grace) // alive but unreachable, or its children left behind
+	}
+	w.mu.RLock()
+	restart := w.changing && !w.closing
+	w.mu.RUnlock()
+	if restart {
+		w.restart(crash, c.reads.Load() > 0)
+	}
 }
 
 // crashReport describes the death of p (pid, when attached), or the loss

@@ -73,7 +73,11 @@ func report(events <-chan worker.Event) {
 		case worker.EventCrashed:
 			var crash *worker.CrashError
 			errors.As(e.Err, &crash)
-			fmt.Printf("  crashed: %s\n", crash.Reason)
+			if crash.Reason != "" {
+				fmt.Printf("  crashed: %s\n", crash.Reason) // the line of its stderr that says why
+			} else {
+				fmt.Printf("  crashed: %v\n", crash.Err)
+			}
 		case worker.EventRestarted:
 			fmt.Println("  restarted: a fresh worker serves the next calls")
 			return
