@@ -132,7 +132,8 @@ func (c *Client) Err() error {
 	return c.err
 }
 
-func (c *Client) invoke(ctx context.Context, typ string, payload, out any) error {
+// Invoke implements Caller: it sends the call on this connection.
+func (c *Client) Invoke(ctx context.Context, typ string, payload, out any) error {
 	var tx string
 	return c.send(ctx, typ, payload, out, &tx)
 }

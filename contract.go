@@ -67,13 +67,20 @@ func Call[P, R any](ctx context.Context, c Caller, m MessageType[P, R], payload 
 	if _, void := any(b.r).(Void); void {
 		out = nil
 	}
-	err := c.invoke(ctx, m.name, &b.p, out)
+	err := c.Invoke(ctx, m.name, &b.p, out)
 	return b.r, err
 }
 
-// Caller is what Call sends through: a *Client or a *Worker.
+// Caller is what Call sends through: a *Client, a *Worker, a *Pool, or a
+// type of yours that wraps one (to count, trace, route or retry calls).
+// Call is the typed way in; a wrapper's Invoke passes its arguments on
+// unchanged.
 type Caller interface {
-	invoke(ctx context.Context, typ string, payload, out any) error
+	// Invoke sends a request of message type typ and waits for its reply.
+	// payload points to the request's value; out points to where the
+	// result is decoded, or is nil when the result is not wanted (Void).
+	// It returns what Call documents.
+	Invoke(ctx context.Context, typ string, payload, out any) error
 }
 
 // Message is the untyped view of any message, requests and replies alike,

@@ -26,6 +26,16 @@ var (
 	// the stacks of the handler that did not return.
 	ErrStuck = errors.New("worker: stuck")
 
+	// ErrPoolFull is returned by a call to a Pool whose queue is full (see
+	// PoolOptions.MaxQueue and WaitWhenFull): nothing was sent; try again
+	// later, or let calls wait.
+	ErrPoolFull = errors.New("worker: the pool's queue is full")
+
+	// ErrCallTimeLimit matches the *CrashError of a call that ran past
+	// PoolOptions.CallTimeLimit, and of the other calls of the member that
+	// was killed for it.
+	ErrCallTimeLimit = errors.New("worker: call time limit exceeded")
+
 	// ErrSerializerMismatch is returned when the host and the worker were
 	// configured with different serializers.
 	ErrSerializerMismatch = errors.New("worker: serializer mismatch")
@@ -253,7 +263,7 @@ func (e *CrashError) Error() string {
 		fmt.Fprintf(&b, "call %q failed (attempt %d of %d): ", e.Type, e.Attempt, e.MaxAttempts)
 	}
 	switch {
-	case errors.Is(e.Err, ErrStuck):
+	case errors.Is(e.Err, ErrStuck), errors.Is(e.Err, ErrCallTimeLimit):
 		fmt.Fprintf(&b, "worker process %d was killed: %v", e.Pid, e.Err)
 	case e.Signal != "":
 		fmt.Fprintf(&b, "worker process %d was killed by %s", e.Pid, e.Signal)

@@ -23,6 +23,7 @@ const module = "github.com/isolated-workers/worker"
 // and the protocol engine, built on them.
 var allowedInternal = map[string][]string{
 	"internal/wire":      nil,
+	"internal/hist":      nil,
 	"internal/jsonfast":  {"internal/wire"},
 	"internal/npipe":     nil,
 	"internal/winproc":   nil,
@@ -32,7 +33,7 @@ var allowedInternal = map[string][]string{
 
 // processFiles are the root files that know about processes: the rest of
 // the root (Client, Server and what they share) works on any net.Conn.
-var processFiles = []string{"worker.go", "spawn.go", "serve.go"}
+var processFiles = []string{"worker.go", "spawn.go", "serve.go", "pool.go"}
 
 // processImports are what only processFiles may import.
 var processImports = []string{"os/exec", "os/signal", module + "/internal/proc", module + "/internal/transport"}

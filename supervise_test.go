@@ -24,7 +24,15 @@ var (
 	// SVDrop shuts down the worker's connections, leaving it running
 	// (Unix), and returns how many it shut down.
 	SVDrop = worker.Define[worker.Void, int]("svDrop")
+	// SVNap sleeps Ms milliseconds (or until its context ends) and
+	// returns the worker's pid.
+	SVNap = worker.Define[int, int]("svNap")
+	// SVHold allocates MiB mebibytes, touches them, keeps them for good,
+	// and returns the pid.
+	SVHold = worker.Define[int, int]("svHold")
 )
+
+var svHeld [][]byte
 
 var (
 	svStarted = make(chan struct{}, 16)
@@ -57,6 +65,24 @@ func svWorker() {
 		}
 	})
 	worker.Handle(s, SVDrop, func(ctx context.Context, _ worker.Void) (int, error) { return svDropConns() })
+	worker.Handle(s, SVNap, func(ctx context.Context, ms int) (int, error) {
+		t := time.NewTimer(time.Duration(ms) * time.Millisecond)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			return os.Getpid(), nil
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	})
+	worker.Handle(s, SVHold, func(ctx context.Context, mib int) (int, error) {
+		b := make([]byte, mib<<20)
+		for i := range b {
+			b[i] = byte(i)
+		}
+		svHeld = append(svHeld, b)
+		return os.Getpid(), nil
+	})
 	worker.Main(s)
 	os.Exit(2)
 }

@@ -46,7 +46,7 @@ type Worker struct {
 	closing  bool
 	calls    sync.WaitGroup // calls in flight, for Shutdown
 	quick    int            // crashes in a row of processes that answered nothing
-	stuckRep *stuckReport   // why the current process is being killed as stuck
+	stuckRep *stuckReport   // why the current process is being killed
 	lostC    *Client        // a connection whose loss transition handled, for watch
 
 	done    chan struct{} // closed when the Worker is finished (see Done)
@@ -57,10 +57,11 @@ type Worker struct {
 	stop      context.CancelFunc // cancels stopCtx
 }
 
-// stuckReport is what a stuck process's crash report adds.
+// stuckReport is what the crash report of a process that the host killed
+// (stuck, or past a pool's call time limit) adds.
 type stuckReport struct {
 	pid        int
-	why        stuck
+	why        error // matches ErrStuck or ErrCallTimeLimit
 	goroutines string
 }
 
@@ -247,39 +248,70 @@ func (w *Worker) crashReport(p *proc.Process, pid int, cause error) *CrashError 
 	r := w.stuckRep
 	w.mu.RUnlock()
 	if r != nil && r.pid == e.Pid {
-		e.Err, e.Goroutines = fmt.Errorf("%w: %s", ErrStuck, r.why), r.goroutines
+		e.Err, e.Goroutines = r.why, r.goroutines
 	}
 	return e
 }
 
-// onStuck handles a worker declared stuck on c (to p): its goroutines are
-// captured, then it is killed; the loss that follows is a crash that says
-// why (see crashReport).
+// onStuck handles a worker declared stuck on c (to p): see killFor.
 func (w *Worker) onStuck(p *proc.Process, c *Client, s stuck) {
+	w.killFor(p, c, s.typ, fmt.Errorf("%w: %s", ErrStuck, s))
+}
+
+// kill kills the current worker process because of why (a call of type
+// typ ran past a pool's time limit): see killFor.
+func (w *Worker) kill(typ string, why error) {
+	w.mu.RLock()
+	p, c := w.proc, w.client
+	w.mu.RUnlock()
+	if c != nil {
+		w.killFor(p, c, typ, why)
+	}
+}
+
+// killFor kills the worker process p, connected by c, because of why: the
+// goroutines that run the handler of typ are captured first; the loss
+// that follows is a crash that says why (see crashReport).
+func (w *Worker) killFor(p *proc.Process, c *Client, typ string, why error) {
 	w.mu.RLock()
 	current := w.client == c && !w.closing
 	w.mu.RUnlock()
 	if !current {
 		return
 	}
-	g, err := c.goroutines(s.typ, min(time.Second, w.cfg.stuck))
-	if err != nil {
-		g = fmt.Sprintf("(the worker did not send its goroutines: %v)", err)
+	g := ""
+	if c.peer.probe {
+		var err error
+		if g, err = c.goroutines(typ, min(time.Second, max(w.cfg.stuck, 100*time.Millisecond))); err != nil {
+			g = fmt.Sprintf("(the worker did not send its goroutines: %v)", err)
+		}
 	}
 	pid := c.peer.pid
 	if p != nil {
 		pid = p.Pid()
 	}
-	r := &stuckReport{pid: pid, why: s, goroutines: g}
 	w.mu.Lock()
-	w.stuckRep = r
+	w.stuckRep = &stuckReport{pid: pid, why: why, goroutines: g}
 	w.mu.Unlock()
-	w.ev.emit(EventStuck, pid, &CrashError{Pid: pid, ExitCode: -1, Err: fmt.Errorf("%w: %s", ErrStuck, s), Goroutines: g, Time: time.Now()})
+	if errors.Is(why, ErrStuck) {
+		w.ev.emit(EventStuck, pid, &CrashError{Pid: pid, ExitCode: -1, Err: why, Goroutines: g, Time: time.Now()})
+	}
 	if p != nil {
 		p.Kill()
 	} else {
 		proc.KillPid(pid)
 	}
+}
+
+// rss returns the resident memory of the worker process, in bytes.
+func (w *Worker) rss() (int64, error) {
+	w.mu.RLock()
+	p := w.proc
+	w.mu.RUnlock()
+	if p == nil {
+		return 0, errors.New("worker: an attached worker's memory is not known")
+	}
+	return p.RSS()
 }
 
 // reconnect connects again to the keep-alive worker p, whose connection
@@ -383,29 +415,39 @@ func (w *Worker) current(ctx context.Context) (*Client, error) {
 	}
 }
 
-func (w *Worker) invoke(ctx context.Context, typ string, payload, out any) error {
+// Invoke implements Caller: it sends the call, and sends it again to a
+// fresh worker as the CrashPolicy allows.
+func (w *Worker) Invoke(ctx context.Context, typ string, payload, out any) error {
 	attempts := w.cfg.crash.attempts(typ)
 	tx := ""
 	for attempt := 1; ; attempt++ {
-		c, err := w.current(ctx)
-		if err == nil {
-			err = c.send(ctx, typ, payload, out, &tx)
-			w.calls.Done()
-		}
+		sent, err := w.call(ctx, typ, payload, out, &tx)
 		var crash *CrashError
 		if !errors.As(err, &crash) {
 			return err
 		}
 		e := *crash
 		e.Type, e.Attempt, e.MaxAttempts = typ, attempt, attempts
-		if c == nil {
+		if !sent {
 			e.Attempt = attempt - 1 // not sent: 0 says that the worker died earlier
 		}
-		if c == nil || attempt >= attempts || ctx.Err() != nil {
+		if !sent || attempt >= attempts || ctx.Err() != nil {
 			return &e
 		}
 		w.cfg.log.info("retrying a call after a crash", "type", typ, "attempt", attempt+1, "of", attempts)
 	}
+}
+
+// call makes one attempt of a call; sent reports whether it reached a
+// connection (a dead worker's calls are not sent).
+func (w *Worker) call(ctx context.Context, typ string, payload, out any, tx *string) (sent bool, err error) {
+	c, err := w.current(ctx)
+	if err != nil {
+		return false, err
+	}
+	err = c.send(ctx, typ, payload, out, tx)
+	w.calls.Done()
+	return true, err
 }
 
 // Pid returns the process id of the current worker process (after a

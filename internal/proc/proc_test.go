@@ -106,3 +106,13 @@ func TestTail(t *testing.T) {
 		t.Fatal("a nil Tail is not empty")
 	}
 }
+
+// RSS reads a live process's resident memory: more than nothing, less
+// than this machine has.
+func TestRSS(t *testing.T) {
+	p := start(t, roleCmd(t, "sleep"))
+	n, err := p.RSS()
+	if err != nil || n < 64<<10 || n > 64<<30 {
+		t.Fatalf("RSS of a live process: %d, %v", n, err)
+	}
+}
