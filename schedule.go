@@ -99,6 +99,10 @@ func (ss *session) read() (*request, uint64) {
 		frame, err := ss.rd.Next()
 		if err != nil {
 			<-ss.slots
+			if errors.Is(err, io.EOF) && halfClosed(ss.conn) {
+				ss.ended <- errHalfClosed // see session.finish
+				return nil, 0
+			}
 			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrClosedPipe) ||
 				errors.Is(err, syscall.ECONNRESET) { // a Unix host closed with replies unread
 				ss.ended <- nil
