@@ -410,6 +410,9 @@ func (c *Client) readLoop() {
 	defer close(c.readDone)
 	var e wire.Envelope
 	for {
+		if c.rd.Owned() {
+			e = wire.Envelope{} // lets go of the last frame, which was big
+		}
 		frame, err := c.rd.Next()
 		if err != nil {
 			if errors.Is(err, wire.ErrTooLarge) {

@@ -95,6 +95,9 @@ func (ss *session) give(r *request) {
 func (ss *session) read() (*request, uint64) {
 	e := &ss.env
 	for {
+		if ss.rd.Owned() {
+			*e = wire.Envelope{} // lets go of the last frame, which was big
+		}
 		ss.slots <- struct{}{}
 		frame, err := ss.rd.Next()
 		if err != nil {
