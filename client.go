@@ -466,6 +466,9 @@ func (c *Client) readLoop() {
 	defer close(c.readDone)
 	var e wire.Envelope
 	for {
+		if c.rd.Owned() {
+			e = wire.Envelope{} // lets go of the last frame, which was big
+		}
 		frame, err := c.rd.Next()
 		c.reads.Add(1)
 		if err != nil {

@@ -47,6 +47,9 @@ func init() {
 		"hostile":       hsWorker,
 		"peercred-dial": hsPeercredDialRole,
 
+		// The memory of big frames (memory_linux_test.go).
+		"mem-worker": memWorker,
+
 		// The lifecycle tests (lifecycle_roles_test.go).
 		"lc-worker":           func() { lcWorker(false) },
 		"lc-worker-keepalive": func() { lcWorker(true) },

@@ -95,10 +95,17 @@ func (ss *session) give(r *request) {
 func (ss *session) read() (*request, uint64) {
 	e := &ss.env
 	for {
+		if ss.rd.Owned() {
+			*e = wire.Envelope{} // lets go of the last frame, which was big
+		}
 		ss.slots <- struct{}{}
 		frame, err := ss.rd.Next()
 		if err != nil {
 			<-ss.slots
+			if errors.Is(err, io.EOF) && halfClosed(ss.conn) {
+				ss.ended <- errHalfClosed // see session.finish
+				return nil, 0
+			}
 			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrClosedPipe) ||
 				errors.Is(err, syscall.ECONNRESET) { // a Unix host closed with replies unread
 				ss.ended <- nil

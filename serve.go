@@ -20,6 +20,14 @@ import (
 	"github.com/isolated-workers/worker/internal/wire"
 )
 
+// The connection layer's way to tell a host that half-closed its
+// connection (it still reads the replies) from one that closed it (see
+// session.finish); only this file of the root may use transport.
+var (
+	halfClosed  = transport.HalfClosed
+	awaitHangup = transport.AwaitHangup
+)
+
 // Serve runs this process as the worker that a host started: it reads the
 // startup data from the environment (and removes it, so that the worker's
 // own children do not inherit it), listens on the address it names, and

@@ -105,7 +105,10 @@ func (s *Server) register(name string, void bool, fn string, run func(context.Co
 // ServeConn serves requests arriving on conn until the peer closes it, ctx
 // ends, or the server shuts down; then it cancels the handlers still
 // running, waits for them to return, closes conn and returns. It returns
-// nil when the peer closed the connection or the server shut down.
+// nil when the peer closed the connection or the server shut down. A peer
+// that half-closes a Unix socket (CloseWrite) has no more requests, but
+// still reads: the requests it sent run to their replies first, unless it
+// then closes the connection entirely.
 //
 // To serve a contract in-process, with no child process, give one end of
 // a net.Pipe to ServeConn and the other to NewClient.
@@ -125,6 +128,10 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, ps *procState) er
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	err := ss.serve()
+	if err == errHalfClosed {
+		ss.finish()
+		err = nil
+	}
 	ss.end(context.Canceled)
 	if ctx.Err() != nil {
 		return context.Cause(ctx)

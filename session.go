@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -229,6 +230,34 @@ func (t *tracker) cancelAll(err error) {
 	defer t.mu.Unlock()
 	for _, r := range t.active {
 		r.cancel(err)
+	}
+}
+
+// errHalfClosed ends the reading of a connection that the host has
+// half-closed: it sends no more requests, but reads the replies.
+var errHalfClosed = errors.New("the host half-closed the connection")
+
+// finish lets the handlers of a host that half-closed the connection run
+// to their replies, before end. If the host closes the connection
+// entirely meanwhile, or dies, or the connection is closed here (ServeConn's
+// ctx, Shutdown), it returns at once: end then cancels the handlers still
+// running, as for any host that hangs up.
+func (ss *session) finish() {
+	done := make(chan struct{})
+	go func() {
+		ss.reqs.wg.Wait()
+		close(done)
+	}()
+	hangup := make(chan struct{})
+	go func() {
+		awaitHangup(ss.conn)
+		close(hangup)
+	}()
+	select {
+	case <-done:
+		ss.conn.SetReadDeadline(time.Unix(1, 0)) // ends awaitHangup
+		<-hangup
+	case <-hangup:
 	}
 }
 

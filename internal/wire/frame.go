@@ -25,10 +25,20 @@ const LengthPrefixSize = 4
 // Reader splits a byte stream into frames. A frame ends at Term when Term is
 // not empty, and is otherwise preceded by a 4-byte big-endian length.
 // Frames are returned as slices of an internal buffer that stay valid until
-// the next call to Next.
+// the next call to Next, unless Owned says that they are the caller's.
 //
-// Reader never holds more than Max+len(Term) bytes of one frame (plus one
-// read's worth of the next), however long the incoming frame claims to be.
+// Memory: reading one frame costs at most about 1.125 times the limit
+// (Max), however long the incoming frame is or claims to be. A frame of
+// known length (a length prefix) of OwnedMin bytes or more is read into
+// memory of its own, allocated once; a prefix over the limit is refused
+// before anything is allocated. A frame of unknown length (a terminator)
+// is read into a buffer that doubles while it is small and then grows to
+// the size of a whole frame of the limit at once (see grow), so that the
+// buffers outgrown on the way never add up to more than an eighth of the
+// limit. A buffer larger than keepMax is not kept past its frame: that
+// frame is handed over (Owned) and the Reader starts again small. After an
+// error other than a timeout (see IsTimeout), such as ErrTooLarge or the
+// end of the stream, the Reader holds no buffer at all.
 type Reader struct {
 	r    io.Reader
 	term []byte
@@ -38,12 +48,26 @@ type Reader struct {
 	start, end int  // unread bytes are buf[start:end]
 	scanned    int  // bytes of buf[start:end] already searched for term
 	owned      bool // the last frame returned is not in buf (see Owned)
+	keep       int  // the largest buffer kept past its frame: keepMax (less in tests)
 }
 
 // OwnedMin is the size from which a length-prefixed frame is read into a
 // buffer of its own, straight from the stream, instead of through the
 // Reader's buffer: the caller may keep it (see Owned).
 const OwnedMin = 64 << 10
+
+// keepMax is the largest buffer that a Reader keeps from one frame to the
+// next: a connection that once carried a big frame does not hold its
+// memory for the rest of its life.
+const keepMax = 4 << 20
+
+// readChunk is the size of a Reader's first buffer, and the least room it
+// makes for a read.
+const readChunk = 4096
+
+// jumpAt is the fraction of the largest buffer a Reader may need (see
+// most) past which its buffer stops doubling and takes that size at once.
+const jumpAt = 16
 
 // Owned reports whether the frame that Next returned last is the caller's
 // to keep: the Reader does not reuse its memory.
@@ -52,7 +76,7 @@ func (r *Reader) Owned() bool { return r.owned }
 // NewReader returns a Reader of frames from r. max bounds the size of one
 // frame (without its terminator or length prefix).
 func NewReader(r io.Reader, term []byte, max int) *Reader {
-	return &Reader{r: r, term: term, max: max, buf: make([]byte, 4096)}
+	return &Reader{r: r, term: term, max: max, buf: make([]byte, readChunk), keep: keepMax}
 }
 
 // Buffered reports the bytes read from the stream but not yet returned.
@@ -61,16 +85,27 @@ func (r *Reader) Buffered() []byte { return r.buf[r.start:r.end] }
 // Next returns the next frame. With a terminator, frames made only of white
 // space are skipped (the TypeScript peer ignores blank lines). At the end of
 // the stream it returns io.EOF, or io.ErrUnexpectedEOF if a frame was cut.
+// After an error other than a timeout the stream is over for the Reader:
+// it lets go of its memory.
 func (r *Reader) Next() ([]byte, error) {
+	var f []byte
+	var err error
 	if len(r.term) == 0 {
-		return r.nextPrefixed()
-	}
-	for {
-		f, err := r.nextTerminated()
-		if err != nil || len(bytes.TrimSpace(f)) > 0 {
-			return f, err
+		r.owned = false
+		f, err = r.nextPrefixed()
+	} else {
+		for {
+			r.owned = false // a blank frame skipped may have been handed over
+			f, err = r.nextTerminated()
+			if err != nil || len(bytes.TrimSpace(f)) > 0 {
+				break
+			}
 		}
 	}
+	if err != nil && !IsTimeout(err) {
+		r.buf, r.start, r.end, r.scanned = nil, 0, 0, 0
+	}
+	return f, err
 }
 
 func (r *Reader) nextTerminated() ([]byte, error) {
@@ -82,6 +117,9 @@ func (r *Reader) nextTerminated() ([]byte, error) {
 			r.scanned = 0
 			if len(f) > r.max {
 				return nil, fmt.Errorf("%w (%d bytes, limit %d)", ErrTooLarge, len(f), r.max)
+			}
+			if len(r.buf) > r.keep {
+				r.handOver()
 			}
 			return f, nil
 		}
@@ -96,8 +134,17 @@ func (r *Reader) nextTerminated() ([]byte, error) {
 	}
 }
 
+// handOver gives the buffer, with the frame just returned in it, to the
+// caller (see Owned), and moves the bytes read past that frame to a buffer
+// of their own.
+func (r *Reader) handOver() {
+	rest := r.buf[r.start:r.end]
+	nb := make([]byte, max(readChunk, len(rest)))
+	r.buf, r.start, r.end, r.scanned = nb, 0, copy(nb, rest), 0
+	r.owned = true
+}
+
 func (r *Reader) nextPrefixed() ([]byte, error) {
-	r.owned = false
 	if err := r.need(LengthPrefixSize); err != nil {
 		return nil, err
 	}
@@ -158,11 +205,7 @@ func (r *Reader) fill(want int) error {
 	if len(r.buf)-r.start < want || r.end == len(r.buf) {
 		unread := r.end - r.start
 		if want > len(r.buf) || unread == len(r.buf) {
-			// Grow geometrically, so a large frame costs O(size) copies in
-			// all, but never past what a frame of the limit needs plus one
-			// read: a stream that only claims a huge frame cannot make the
-			// reader allocate (up to twice) the limit.
-			nb := make([]byte, max(want, min(2*len(r.buf), r.max+len(r.term)+LengthPrefixSize+4096)))
+			nb := make([]byte, r.grow(want))
 			copy(nb, r.buf[r.start:r.end])
 			r.buf = nb
 		} else {
@@ -182,6 +225,34 @@ func (r *Reader) fill(want int) error {
 		err = io.ErrNoProgress
 	}
 	return err
+}
+
+// grow returns the size of the buffer that replaces one too small for want
+// unread bytes. Growing copies the old buffer into the new one, so both
+// exist for a moment, and the buffers outgrown before stay until the
+// garbage collector runs: plain doubling up to a frame of the limit would
+// cost three times the limit. So the buffer doubles only while it is at
+// most 1/jumpAt of the largest it may need (most); the next step is that
+// size itself. A frame of the limit then costs the limit, plus at most
+// 2/jumpAt of it in buffers outgrown on the way.
+func (r *Reader) grow(want int) int {
+	most := r.most()
+	next := max(2*len(r.buf), readChunk)
+	if next > most/jumpAt {
+		next = most
+	}
+	return max(min(next, most), want)
+}
+
+// most returns the largest buffer that the Reader may need: a whole frame
+// of the limit (with a length prefix, of less than OwnedMin: larger ones
+// are read into memory of their own), its framing, and one read.
+func (r *Reader) most() int {
+	frame := r.max
+	if len(r.term) == 0 {
+		frame = min(r.max, OwnedMin-1)
+	}
+	return frame + len(r.term) + LengthPrefixSize + readChunk
 }
 
 // AppendPrefix reserves room for a length prefix at the end of dst; call

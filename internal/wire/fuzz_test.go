@@ -10,13 +10,10 @@ import (
 	"unicode/utf8"
 )
 
-// readChunk is the most a Reader is allowed to hold past one frame's limit
-// and framing: its initial buffer, which is also the smallest read it does
-// into an empty buffer.
-const readChunk = 4096
-
 // allocBound is the most memory the buffer of a Reader with these settings
-// may ever take, however long the frames that the stream claims.
+// may ever take, however long the frames that the stream claims: one
+// frame of the limit, its framing, and one read (readChunk, also the
+// smallest read it does into an empty buffer).
 func allocBound(term []byte, max int) int {
 	return readChunk + max + len(term) + LengthPrefixSize
 }
@@ -108,6 +105,9 @@ func FuzzReader(f *testing.F) {
 	f.Add(bytes.Repeat([]byte("x"), 9000), uint8(0), uint16(8000), uint64(4), uint8(255))
 	f.Add(append(bytes.Repeat([]byte(" "), 5000), '\n', 'y', '\n'), uint8(0), uint16(4096), uint64(5), uint8(200))
 	f.Add([]byte("ab\x00\xff\x00cd\x00\xff"), uint8(3), uint16(10), uint64(6), uint8(1))
+	// A blank line handed over, then frames in a buffer that is kept.
+	f.Add(append(append(bytes.Repeat([]byte(" "), 5000), "\nabc\n"...), bytes.Repeat([]byte("0123456789\n"), 900)...),
+		uint8(0), uint16(6000), uint64(7), uint8(1))
 	f.Fuzz(func(t *testing.T, data []byte, mode uint8, limit uint16, seed uint64, chunk uint8) {
 		term := terms[int(mode)%len(terms)]
 		max := int(limit)
@@ -118,10 +118,22 @@ func FuzzReader(f *testing.F) {
 		}
 		src := &chunker{data: data, rng: rand.New(rand.NewPCG(seed, seed>>1|1)), most: 1 + int(chunk)*32}
 		r := NewReader(src, term, max)
+		if seed&1 != 0 {
+			r.keep = readChunk // hand over the frames of a buffer that grew
+		}
 		bound := allocBound(term, max)
 		want := model(data, term, max)
+		var owned [][2][]byte // frames handed over, and copies of them
 		for i := 0; ; i++ {
 			got, err := r.Next()
+			if r.Owned() {
+				owned = append(owned, [2][]byte{got, bytes.Clone(got)})
+			}
+			for _, o := range owned {
+				if !bytes.Equal(o[0], o[1]) {
+					t.Fatalf("frame %d: a frame handed over earlier changed to %q; was %q", i, o[0], o[1])
+				}
+			}
 			if cap(r.buf) > bound {
 				t.Fatalf("frame %d: the reader's buffer grew to %d bytes; limit %d allows at most %d", i, cap(r.buf), max, bound)
 			}
