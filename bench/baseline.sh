@@ -70,7 +70,7 @@ git -C "$root" show "$rev:bench/lib.go" >"$tmp/lib_rev.go"
 
 # 2. A copy of the current bench module, with lib_baseline.go from REV's lib.go.
 mkdir "$tmp/bench"
-(cd "$bench" && tar -cf - --exclude=./bench.out --exclude='*.test' --exclude='*.prof' .) | tar -x -C "$tmp/bench"
+(cd "$bench" && tar -cf - --exclude=./poolbench/node_modules --exclude=./bench.out --exclude='*.test' --exclude='*.prof' .) | tar -x -C "$tmp/bench"
 rm -f "$tmp/bench/lib_baseline.go"
 cd "$tmp/bench"
 # 3. Wire the modules: the current library is this checkout (absolute path),
