@@ -50,11 +50,13 @@ type Subject struct {
 // subjects lists every subject in table order.
 func subjects(cfg Config) []Subject {
 	n := cfg.Members
+	all := (cfg.Callers + n - 1) / n // MaxInFlight that lets every caller's call run at once
 	subs := []Subject{
 		{ID: "inproc", Name: fmt.Sprintf("in-process goroutine pool (%d goroutines; floor)", cfg.Callers), Group: groupDispatch, Run: inprocPool},
 		{ID: "worker", Name: "worker.Worker (one process, no pool)", Group: groupDispatch, Run: singleWorker},
 		{ID: "pool", Name: fmt.Sprintf("Pool N=%d, MaxInFlight default", n), Group: groupDispatch, Run: poolSubject(n, 0, 0, false)},
 		{ID: "pool-mif1", Name: fmt.Sprintf("Pool N=%d, MaxInFlight 1", n), Group: groupDispatch, Run: poolSubject(n, 1, 0, false)},
+		{ID: "pool-mifall", Name: fmt.Sprintf("Pool N=%d, MaxInFlight %d (callers ÷ N: none queued)", n, all), Group: groupDispatch, Run: poolSubject(n, all, 0, false)},
 		{ID: "piscina", Name: fmt.Sprintf("piscina %s (worker threads, maxThreads %d)", pinned("piscina"), n), Group: groupDispatch, Run: nodePeer("piscina.mjs"), Peer: "node"},
 		{ID: "tinypool", Name: fmt.Sprintf("tinypool %s (runtime child_process, %d)", pinned("tinypool"), n), Group: groupDispatch, Run: nodePeer("tinypool.mjs"), Peer: "node"},
 		{ID: "python", Name: fmt.Sprintf("Python ProcessPoolExecutor (max_workers %d)", n), Group: groupDispatch, Run: pythonPeer, Peer: "python3"},
