@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"sync"
 	"time"
 
 	"github.com/isolated-workers/worker"
@@ -123,4 +124,69 @@ func ExampleCrashPolicy() {
 	// crashed: exit code 3, attempt 1 of 1
 	// restarted after exit code 3
 	// pong: still here <nil>
+}
+
+// A pool runs calls on several workers behind one Caller; here two, each
+// running one call at a time, so that two slow calls run side by side.
+func ExampleNewPool() {
+	ctx := context.Background()
+	p, err := worker.NewPool(ctx, exampleWorkerCmd, &worker.PoolOptions{Min: 2, Max: 2, MaxInFlight: 1})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer p.Close()
+
+	var wg sync.WaitGroup
+	pids := make([]int, 2)
+	for i := range pids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			worker.Call(ctx, p, Sleep, SleepReq{Ms: 200})
+			pids[i], _ = worker.Call(ctx, p, GetPid, worker.Void{})
+		}()
+	}
+	wg.Wait()
+	sum, err := worker.Call(ctx, p, Add, AddReq{A: 2, B: 3})
+	fmt.Println(sum.Sum, err)
+	s := p.Stats()
+	fmt.Println("members:", s.Idle+s.Busy, "completed:", s.Completed)
+	// Output:
+	// 5 <nil>
+	// members: 2 completed: 5
+}
+
+// counting is a Caller of one's own: it wraps another and counts the calls
+// by message type.
+type counting struct {
+	next worker.Caller
+	mu   sync.Mutex
+	n    map[string]int
+}
+
+func (c *counting) Invoke(ctx context.Context, typ string, payload, out any) error {
+	c.mu.Lock()
+	c.n[typ]++
+	c.mu.Unlock()
+	return c.next.Invoke(ctx, typ, payload, out)
+}
+
+// Any Caller can be wrapped to count, trace, route or retry calls; Call
+// works on the wrapper as on what it wraps.
+func ExampleCaller() {
+	ctx := context.Background()
+	w, err := worker.Spawn(ctx, exampleWorkerCmd(), nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer w.Close()
+
+	c := &counting{next: w, n: map[string]int{}}
+	for i := range 3 {
+		worker.Call(ctx, c, Add, AddReq{A: i, B: i})
+	}
+	res, err := worker.Call(ctx, c, Ping, PingReq{Message: "hi"})
+	fmt.Println(res.Message, err, c.n)
+	// Output:
+	// pong: hi <nil> map[add:3 ping:1]
 }

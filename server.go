@@ -232,3 +232,21 @@ func (s *Server) snapshot() []*session {
 	}
 	return out
 }
+
+// waitCtx waits for wg until ctx ends; it reports whether wg finished.
+func waitCtx(ctx context.Context, wg *sync.WaitGroup) bool {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// monotonic reads the monotonic clock only: half the cost of time.Now,
+// which reads the wall clock too, on a path taken by every request.
+func monotonic() time.Duration { return time.Since(clockEpoch) }
+
+var clockEpoch = time.Now()
