@@ -431,9 +431,10 @@ func (w *Worker) Invoke(ctx context.Context, typ string, payload, out any) error
 		if !sent {
 			e.Attempt = attempt - 1 // not sent: 0 says that the worker died earlier
 		}
-		if !sent || attempt >= attempts || ctx.Err() != nil {
+		if !sent || attempt >= attempts || ctx.Err() != nil || !resendable(out) {
 			return &e
 		}
+		observerOf(ctx).resent(attempt + 1)
 		w.cfg.log.info("retrying a call after a crash", "type", typ, "attempt", attempt+1, "of", attempts)
 	}
 }
