@@ -15,6 +15,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/isolated-workers/worker"
 )
@@ -53,6 +54,9 @@ func init() {
 		"lc-host":             func() { lcHost(false) },
 		"lc-detached-host":    func() { lcHost(true) },
 		"block":               blockRole,
+		"lc-busy-worker":      func() { lcWorkerWith(&worker.ServerOptions{DrainTimeout: 30 * time.Second}) },
+		"lc-busy-host":        lcBusyHost,
+		"lc-busy-child":       lcBusyChild,
 
 		// A Go program that a worker's handler starts (interop_ts_test.go):
 		// it must not take itself for a worker.

@@ -195,9 +195,7 @@ func (p *Process) Status() Status {
 // Stop asks the process to exit, and kills it (with its process group or
 // job) if it has not after grace. It returns once the process is reaped.
 func (p *Process) Stop(grace time.Duration) {
-	if p.life != nil {
-		p.life.Close()
-	}
+	p.closeLifeline()
 	if !p.HasExited() {
 		p.terminate()
 	}
