@@ -24,6 +24,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"testing"
 	"time"
 
 	"github.com/isolated-workers/worker"
@@ -197,4 +198,17 @@ func lcBusyHost() {
 	io.Copy(io.Discard, os.Stdin) // until the test closes stdin, or kills us
 	runtime.KeepAlive(unread)
 	os.Exit(0)
+}
+
+// rolesOfChildren records, for the role check of TestMain, the roles that
+// a test's helper process starts in turn (this process does not see it
+// start them).
+func rolesOfChildren(t testing.TB, names ...string) {
+	t.Helper()
+	for _, name := range names {
+		if _, ok := roles[name]; !ok {
+			t.Fatalf("role %q is not registered in roles", name)
+		}
+		rolesUsed.Store(name, true)
+	}
 }

@@ -42,6 +42,7 @@ func TestLifecycleHostDeathEndsBusyWorkers(t *testing.T) {
 }
 
 func lcBusyHostDies(t *testing.T, death lcDeath) {
+	rolesOfChildren(t, "lc-busy-worker", "lc-busy-child")
 	host := lcStartHost(t, "lc-busy-host", (*exec.Cmd).Start)
 	report := host.readBusy(t)
 	var procs []*lcProc
