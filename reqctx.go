@@ -25,9 +25,9 @@ type request struct {
 	h       *handler
 	ss      *session // for streams, progress and calls to the host
 	credit  *credits // a stream's, nil for an ordinary request
-	payload *[]byte // a copy of the payload, nil when the request had none
-	owned   bool    // payload is the frame's own memory, not a pooled copy
-	more    bool    // more requests were buffered behind it (see batched)
+	payload *[]byte  // a copy of the payload, nil when the request had none
+	owned   bool     // payload is the frame's own memory, not a pooled copy
+	more    bool     // more requests were buffered behind it (see batched)
 
 	txBuf [36]byte // holds tx when it fits (a UUID does): see setTx
 }

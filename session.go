@@ -44,8 +44,8 @@ type session struct {
 	proc   *procState    // the worker process's, or nil
 	// streams says that the host takes streams, progress and calls to it.
 	streams bool
-	rev     revCalls      // calls to the host in flight
-	revNext atomic.Uint64 // numbers the calls to the host
+	rev     revCalls            // calls to the host in flight
+	revNext atomic.Uint64       // numbers the calls to the host
 	early   map[string]*credits // credit for streams whose request is yet to come (reader's)
 }
 

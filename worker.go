@@ -150,6 +150,12 @@ func (w *Worker) watch(p *proc.Process, c *Client) {
 // the Worker's state moves on (see transition), so that a caller who sees
 // the error sees the Worker dead, or new calls wait for what follows.
 func (w *Worker) lostErr(p *proc.Process, c *Client, cause error) error {
+	w.mu.RLock()
+	closing := w.closing
+	w.mu.RUnlock()
+	if closing {
+		return ErrClosed // Close stops it: its calls fail with ErrClosed, not as if it crashed
+	}
 	pid := c.peer.pid
 	if p != nil {
 		p.AwaitExit(time.Second) // for its exit status
