@@ -226,7 +226,17 @@ func (w *Worker) lost(p *proc.Process, c *Client, err error) {
 		w.mu.Unlock()
 		err = crash
 	}
-	crash := err.(*CrashError)
+	crash, ok := err.(*CrashError)
+	if !ok {
+		// Close failed the connection first, after the loss was seen.
+		w.mu.RLock()
+		closing := w.closing
+		w.mu.RUnlock()
+		if closing {
+			return
+		}
+		crash = w.crashReport(p, c.peer.pid, err)
+	}
 	w.cfg.log.warn("worker crashed", "pid", crash.Pid, "err", crash)
 	w.ev.emit(EventCrashed, crash.Pid, crash)
 	if p != nil {
