@@ -10,7 +10,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/isolated-workers/worker/internal/wire"
 )
@@ -38,6 +37,7 @@ type Client struct {
 	gaveUp recentTxs     // calls given up (ctx ended) whose reply may still come
 	stuck  *stuckWatch   // nil: nobody to tell of a stuck worker
 	reads  atomic.Uint64 // frames read, for the liveness probe
+	served servedCalls   // calls from the worker being run
 
 	mu    sync.Mutex
 	err   error       // why the connection ended; nil while it is up
@@ -48,10 +48,11 @@ type Client struct {
 
 // call is one request waiting for its reply.
 type call struct {
-	ctx  context.Context
-	typ  string
-	out  any        // where a result is decoded; nil to drop it
-	done chan error // receives the outcome exactly once
+	ctx    context.Context
+	typ    string
+	stream *streamSink // a stream's items go there; nil for a plain call
+	out    any         // where a result is decoded; nil to drop it
+	done   chan error  // receives the outcome exactly once
 }
 
 var calls = sync.Pool{New: func() any { return &call{done: make(chan error, 1)} }}
@@ -147,17 +148,27 @@ func (c *Client) send(ctx context.Context, typ string, payload, out any, tx *str
 	deadline, timeout := c.deadline(ctx, typ)
 	fbuf := getBuf()
 	defer putBuf(fbuf)
-	frame, tail, keep, id, err := c.encode(ctx, (*fbuf)[:0], typ, payload, deadline, *tx)
+	frame, sk, err := c.streamOf((*fbuf)[:0], out, typ, tx)
+	if err != nil {
+		return err
+	}
+	frame, tail, keep, id, err := c.encode(ctx, frame, typ, payload, deadline, *tx)
 	*fbuf = frame
 	if keep != "" {
 		*tx = keep
+	}
+	if err == nil && sk != nil && id != *tx {
+		err = fmt.Errorf("worker: %s: middleware changed a stream's transaction id", typ)
 	}
 	if err != nil {
 		return err
 	}
 
 	cl := calls.Get().(*call)
-	cl.ctx, cl.typ, cl.out = ctx, typ, out
+	cl.ctx, cl.typ, cl.out, cl.stream = ctx, typ, out, sk
+	if sk != nil {
+		cl.out = sk.result
+	}
 	inflight, err := c.register(id, cl)
 	if err != nil {
 		c.release(cl)
@@ -194,6 +205,27 @@ func (c *Client) send(ctx context.Context, typ string, payload, out any, tx *str
 	}
 }
 
+// streamOf returns dst, with the frame of a stream's first credit appended
+// when out is a stream's sink (returned too; see openStream).
+func (c *Client) streamOf(dst []byte, out any, typ string, tx *string) ([]byte, *streamSink, error) {
+	sk, ok := out.(*streamSink)
+	if !ok {
+		return dst, nil, nil
+	}
+	dst, err := c.openStream(dst, sk, typ, tx)
+	return dst, sk, err
+}
+
+// extension handles a message of the stream extension that is not a
+// reply to a call of ours, and reports whether e was one.
+func (c *Client) extension(e *wire.Envelope) bool {
+	if isRev(e.Tx) {
+		c.serve(e)
+		return true
+	}
+	return len(e.Type) > len(reservedPrefix) && e.Type[0] == '_' && c.control(e)
+}
+
 // encode appends the frame of a request to dst. Its tx is tx or, when
 // empty, a new one, returned as keep (for a retry to send it again);
 // sent is the tx on the wire, which middleware may have changed.
@@ -225,10 +257,8 @@ func (c *Client) encode(ctx context.Context, dst []byte, typ string, payload any
 	if m.Tx == "" {
 		if c.cfg.tx != nil {
 			m.Tx = c.cfg.tx(&m)
-			if !utf8.ValidString(m.Tx) || m.Tx == "" {
-				// The JSON wire would carry another tx, and the reply
-				// could never be matched.
-				return nil, nil, "", "", fmt.Errorf("worker: Options.NewTx returned %q: a transaction id must be non-empty valid UTF-8", m.Tx)
+			if err := checkTx(m.Tx); err != nil {
+				return nil, nil, "", "", err
 			}
 		} else {
 			m.Tx = newUUID()
@@ -296,7 +326,7 @@ func (c *Client) wait(cl *call) error {
 }
 
 func (c *Client) release(cl *call) {
-	cl.ctx, cl.out = nil, nil
+	cl.ctx, cl.out, cl.stream = nil, nil, nil
 	calls.Put(cl)
 }
 
@@ -481,6 +511,9 @@ func (c *Client) readLoop() {
 		if err := c.codec.parse(frame, &e); err != nil {
 			c.fail(c.lostErr(err))
 			return
+		}
+		if c.peer.stream && c.extension(&e) {
+			continue
 		}
 		cl := c.take(e.Tx)
 		if cl == nil && string(e.Type) == typeProtocolError {

@@ -33,9 +33,10 @@
 //
 // Close stops the worker (asks, then kills its process group or job after
 // a grace period), reaps it and removes its socket. A worker that is not
-// Detached also exits by itself when its host dies, however it dies: on
-// Linux by a parent-death signal, on every Unix through an inherited
-// lifeline pipe, on Windows through a kill-on-close job object. Workers
+// Detached also ends, with the processes it started, when its host dies,
+// however it dies and whatever its handlers are doing: on Unix it learns it
+// through an inherited lifeline pipe and kills its own process group, on
+// Windows a kill-on-close job object ends them all. Workers
 // started with Options.Detached outlive their host; another process can
 // Attach to them with the Worker's Token.
 //

@@ -103,6 +103,7 @@ const (
 	codeShuttingDown   = "E_SHUTTING_DOWN"
 	codeDuplicateTx    = "E_DUPLICATE_TX"
 	codeTooLarge       = "E_TOO_LARGE"
+	codeNotStream      = "E_NOT_STREAM"        // a stream handler called without worker.Stream
 	codeCanceled       = "E_CANCELED"          // the handler returned its context's error after a cancellation
 	codeDeadline       = "E_DEADLINE_EXCEEDED" // the handler returned its context's error after the deadline
 )

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -31,6 +32,12 @@ const (
 	// host -> worker: the stacks of the goroutines that run the handler of
 	// a message type; replied to.
 	typeGoroutines = reservedPrefix + "goroutines"
+	// Streams: the host gives credit (before the request, then as it
+	// consumes), the worker sends items; both carry the stream's tx.
+	typeCredit = reservedPrefix + "credit" // host -> worker: {"items":N,"bytes":B}
+	typeItem   = reservedPrefix + "item"   // worker -> host: one item
+	// worker -> host: a handler's progress, with its request's tx.
+	typeProgress = reservedPrefix + "progress"
 )
 
 // helloPrefix starts every handshake request: a worker recognises the
@@ -45,7 +52,8 @@ const (
 	capCancel   = "cancel"
 	capDeadline = "deadline"
 	capShutdown = "shutdown"
-	capProbe    = "probe" // typePing and typeGoroutines
+	capProbe    = "probe"  // typePing and typeGoroutines
+	capStream   = "stream" // streams (typeItem, typeCredit), typeProgress, calls to the host
 )
 
 // Codes of handshake failures.
@@ -101,6 +109,7 @@ type peerInfo struct {
 	deadline  bool
 	shutdown  bool
 	probe     bool
+	stream    bool
 }
 
 // handshake runs the host's side of the handshake on conn and returns what
@@ -174,7 +183,7 @@ func awaitGreeting(ctx context.Context, conn net.Conn, rd *wire.Reader, g *greet
 func exchangeHello(ctx context.Context, conn net.Conn, rd *wire.Reader, ser Serializer, secret, id string) (peerInfo, []byte, error) {
 	tx := newUUID()
 	payload, _ := json.Marshal(helloRequest{Protocol: protocolVersion, Serializer: ser.Name(),
-		Secret: secret, ID: id, Capabilities: []string{capCancel, capDeadline, capShutdown, capProbe}})
+		Secret: secret, ID: id, Capabilities: []string{capCancel, capDeadline, capShutdown, capProbe, capStream}})
 	line := append(wire.AppendJSON(nil, typeHello, tx, payload, 0), '\n')
 	// Written while the reply is read: a worker may be writing its
 	// greeting meanwhile, and a pipe without a buffer (Windows) would
@@ -222,6 +231,8 @@ func helloOutcome(e *wire.Envelope, rest []byte) (peerInfo, []byte, error) {
 				p.shutdown = true
 			case capProbe:
 				p.probe = true
+			case capStream:
+				p.stream = true
 			}
 		}
 		return p, rest, nil
@@ -349,11 +360,12 @@ func (ss *session) answerHello(head []byte, ps *procState) ([]byte, error) {
 		<-ps.sigReady
 	}
 	p, _ := json.Marshal(helloReply{Protocol: protocolVersion, Serializer: ss.s.cfg.ser.Name(), ID: ps.id,
-		Pid: os.Getpid(), KeepAlive: ss.s.cfg.keepAlive, Capabilities: []string{capCancel, capDeadline, capShutdown, capProbe}})
+		Pid: os.Getpid(), KeepAlive: ss.s.cfg.keepAlive, Capabilities: []string{capCancel, capDeadline, capShutdown, capProbe, capStream}})
 	if _, err := ss.conn.Write(append(wire.AppendJSON(nil, typeHello+"Result", string(e.Tx), p, 0), '\n')); err != nil {
 		return nil, fmt.Errorf("worker: answering the handshake: %w", err)
 	}
 	ss.peer = true
+	ss.streams = slices.Contains(h.Capabilities, capStream)
 	return append([]byte(nil), jr.Buffered()...), nil
 }
 

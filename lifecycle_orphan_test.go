@@ -17,10 +17,11 @@ import (
 func TestLifecycleKilledHostLeavesNoOrphan(t *testing.T) {
 	t.Parallel()
 	// A shutdown-on-disconnect worker would also exit as the host's end of
-	// the connection closes; a keep-alive one has only the parent-death
-	// signal and the lifeline (Unix), or the job and its watch on the host
-	// (Windows), to tell it. The worker's grandchild, where there is one,
-	// has only the job.
+	// the connection closes; a keep-alive one has only the lifeline (Unix),
+	// or the job and its watch on the host (Windows), to tell it. The
+	// worker's idle child goes with it: killed with the worker's process
+	// group by the worker (Unix), or by the job (Windows). The worker must
+	// not take its host's death for a disconnection, and exit leaving it.
 	for _, tc := range []struct{ name, role string }{{"mode=", "lc-worker"}, {"mode=keepalive", "lc-worker-keepalive"}} {
 		t.Run(tc.name, func(t *testing.T) {
 			sock := lcSocketPath(t)
@@ -72,8 +73,9 @@ func TestLifecycleKilledHostLeavesNoOrphan(t *testing.T) {
 // TestLifecycleWorkerWatchesHost isolates the worker's own watch on its
 // host: a worker started by hand (in no job, on Windows), with a stand-in
 // host process (whose pid it is given on Windows; which holds its
-// lifeline on Unix), must exit cleanly (nothing kills it) as soon as that
-// process dies.
+// lifeline on Unix), must end itself as soon as that process dies: killed
+// by its own SIGKILL on Unix (it leads no process group here, so it kills
+// only itself), with exit code 1 on Windows.
 func TestLifecycleWorkerWatchesHost(t *testing.T) {
 	t.Parallel()
 	stand := lcStartStandIn(t)
@@ -93,8 +95,8 @@ func TestLifecycleWorkerWatchesHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	recvWithin(t, hw.done, 2*time.Second, "the worker to exit after its host died")
-	if hw.err != nil {
-		t.Fatalf("the worker exited with %v; want exit code 0, its own clean exit", hw.err)
+	if hw.err == nil || hw.err.Error() != lcHostDiedEnd {
+		t.Fatalf("the worker exited with %v; want %q, its own end", hw.err, lcHostDiedEnd)
 	}
 	t.Logf("the worker exited %v after its host died", time.Since(killed).Round(time.Millisecond))
 }

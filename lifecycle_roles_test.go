@@ -107,20 +107,22 @@ func lcStarted(typ string) chan struct{} {
 	return ch
 }
 
-func lcWorker(keepAlive bool) {
-	opts := &worker.ServerOptions{
-		KeepAlive: keepAlive,
-		// Incoming middleware runs on the handler's goroutine, right
-		// before the handler: a counted sleep is in flight.
-		Middleware: []worker.Middleware{func(ctx context.Context, m *worker.Message) error {
-			if m.Incoming && m.Type == Sleep.Name() {
-				lcStarted(m.Type) <- struct{}{}
-			}
-			return nil
-		}},
-	}
+func lcWorker(keepAlive bool) { lcWorkerWith(&worker.ServerOptions{KeepAlive: keepAlive}) }
+
+// lcWorkerWith is the lc worker, served with opts.
+func lcWorkerWith(opts *worker.ServerOptions) {
+	// Incoming middleware runs on the handler's goroutine, right before
+	// the handler: a counted sleep is in flight.
+	opts.Middleware = []worker.Middleware{func(ctx context.Context, m *worker.Message) error {
+		if m.Incoming && m.Type == Sleep.Name() {
+			lcStarted(m.Type) <- struct{}{}
+		}
+		return nil
+	}}
 	s := worker.NewServer(opts)
 	registerHandlers(s)
+	lcRegisterBusy(s)
+	lcRegisterSignals(s)
 	worker.Handle(s, LCAwait, func(ctx context.Context, r LCAwaitReq) (worker.Void, error) {
 		ch := lcStarted(r.Type)
 		for range r.N {

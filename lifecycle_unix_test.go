@@ -27,7 +27,7 @@ import (
 
 const (
 	lcCallsInFlight    = 64
-	lcOrphanGrandchild = false // the group of a killed host's worker is not killed: no grandchild test
+	lcOrphanGrandchild = true // a worker whose host died kills its process group
 	lcOrphanWithin     = time.Second
 	lcStopRole         = "lc-worker"
 	lcGoneAfterKill    = 0 // Close and Shutdown reap the worker before they return
@@ -35,6 +35,8 @@ const (
 	// when the lifeline closes.
 	lcLifelineStopsStubborn = true
 	lcCloseKillCode         = -1 // unknown here: lcCheckExitCode does not check on Unix
+	// lcHostDiedEnd: a worker whose host died kills itself.
+	lcHostDiedEnd = "signal: killed"
 )
 
 func lcStopCmd(cmd *exec.Cmd) *exec.Cmd { return cmd }

@@ -40,6 +40,8 @@ const (
 	// does nothing until it is killed.
 	lcLifelineStopsStubborn = false
 	lcCloseKillCode         = 1 // what Job.Terminate and a detached worker's kill leave
+	// lcHostDiedEnd: a worker whose host died ends itself with code 1.
+	lcHostDiedEnd = "exit status 1"
 
 	lwStillActive = 259 // GetExitCodeProcess's code for a running process
 )

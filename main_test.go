@@ -90,6 +90,7 @@ func testWorker(opts *worker.ServerOptions) {
 var lastCanceled = make(chan string, 100)
 
 func registerHandlers(s *worker.Server) {
+	registerStreamHandlers(s)
 	worker.Handle(s, EchoText, func(ctx context.Context, p string) (string, error) { return p, nil })
 	worker.Handle(s, ChildFD3, func(ctx context.Context, _ worker.Void) (string, error) {
 		out, err := exec.CommandContext(ctx, "sh", "-c", "if [ -e /dev/fd/3 ]; then echo open; else echo closed; fi").Output()

@@ -56,6 +56,15 @@ type Options struct {
 	// means 64 MiB. A larger request fails its call with ErrTooLarge before
 	// anything is sent.
 	MaxMessageSize int
+	// StreamWindow and StreamWindowBytes bound how far a worker's stream
+	// may run ahead of the range over it (see Stream): the items and
+	// bytes received and not yet taken. Zero means 64 items and 1 MiB.
+	StreamWindow, StreamWindowBytes int
+	// Handlers serves the calls that workers make to this host (see Host):
+	// register them with Handle on a Server made for the purpose, which is
+	// never served itself. Nil answers every such call with an error that
+	// matches ErrUnknownMessage.
+	Handlers *Server
 	// BaseProtocol skips the handshake and every extension of the protocol
 	// (cancellation, deadlines, authentication), for peers that cannot parse
 	// a JSON line before their serializer's frames.
@@ -211,6 +220,9 @@ type hostConfig struct {
 	crash       CrashPolicy
 	detached    bool
 	socketPath  string
+	window      int
+	windowBytes int
+	handlers    *Server
 	stuck       time.Duration // <= 0: not watched
 	reconnect   bool
 	onEvent     func(Event)
@@ -230,6 +242,8 @@ func (o *Options) resolve() *hostConfig {
 		grace:       orDefault(o.GracePeriod, defaultGracePeriod), crash: o.OnCrash,
 		detached: o.Detached, socketPath: o.SocketPath,
 		stuck: orDefault(o.StuckTimeout, defaultStuckTimeout), reconnect: o.Reconnect, onEvent: o.OnEvent,
+		window: orDefault(o.StreamWindow, defaultStreamWindow), windowBytes: orDefault(o.StreamWindowBytes, defaultStreamWindowBytes),
+		handlers: o.Handlers,
 	}
 }
 

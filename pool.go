@@ -262,8 +262,9 @@ func (p *Pool) Invoke(ctx context.Context, typ string, payload, out any) error {
 		case !sent && unsent < 8:
 			unsent++ // the member was dead before the call could be sent
 			continue
-		case attempt < attempts && ctx.Err() == nil && !limited:
+		case attempt < attempts && ctx.Err() == nil && !limited && resendable(out):
 			attempt++
+			observerOf(ctx).resent(attempt)
 			continue
 		default:
 			e := *crash

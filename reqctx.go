@@ -23,9 +23,11 @@ type request struct {
 
 	tx      string
 	h       *handler
-	payload *[]byte // a copy of the payload, nil when the request had none
-	owned   bool    // payload is the frame's own memory, not a pooled copy
-	more    bool    // more requests were buffered behind it (see batched)
+	ss      *session // for streams, progress and calls to the host
+	credit  *credits // a stream's, nil for an ordinary request
+	payload *[]byte  // a copy of the payload, nil when the request had none
+	owned   bool     // payload is the frame's own memory, not a pooled copy
+	more    bool     // more requests were buffered behind it (see batched)
 
 	txBuf [36]byte // holds tx when it fits (a UUID does): see setTx
 }
@@ -74,7 +76,12 @@ func (r *request) Err() error {
 	return r.err
 }
 
-func (r *request) Value(key any) any { return r.parent.Value(key) }
+func (r *request) Value(key any) any {
+	if key == (requestKey{}) {
+		return r
+	}
+	return r.parent.Value(key)
+}
 
 // cancel ends the context with err (context.Canceled or
 // context.DeadlineExceeded); later calls do nothing.

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/isolated-workers/worker"
 )
@@ -56,6 +57,9 @@ func init() {
 		"lc-host":             func() { lcHost(false) },
 		"lc-detached-host":    func() { lcHost(true) },
 		"block":               blockRole,
+		"lc-busy-worker":      func() { lcWorkerWith(&worker.ServerOptions{DrainTimeout: 30 * time.Second}) },
+		"lc-busy-host":        lcBusyHost,
+		"lc-busy-child":       lcBusyChild,
 
 		// The supervision tests (supervise_test.go).
 		"sv-worker": svWorker,

@@ -34,9 +34,16 @@ var (
 // serves s to the host that connects. It returns nil after a graceful
 // stop: the host asked, or disconnected (unless s is KeepAlive), or SIGTERM
 // or SIGINT arrived, or ctx ended; in each case in-flight handlers are
-// drained for up to the drain timeout first. It also stops, promptly, when
-// the host process dies, unless the worker was detached. It removes its
-// socket file on the way out.
+// drained for up to the drain timeout first. It removes its socket file on
+// the way out.
+//
+// When the host process dies, however it dies, a worker that is not
+// detached does not return and does not drain, even in the middle of a
+// drain: nobody is left to reply to. It removes its socket file, logs it,
+// and kills itself with SIGKILL, together with every process in its
+// process group (the processes its handlers started, and theirs, unless
+// they left the group); on Windows the host's job object ends those, and
+// the worker ends itself with exit code 1.
 //
 // It returns ErrNotWorker when the startup data is missing, and an error
 // wrapping ErrSerializerMismatch when the host uses another serializer.
@@ -44,7 +51,8 @@ func (s *Server) Serve(ctx context.Context) error { return s.serveProcess(ctx, f
 
 // Main turns this process into a worker if a host started it as one:
 // it serves s (see Server.Serve) and exits, with status 0 after a graceful
-// stop and 1, after printing the error to stderr, otherwise. In a process
+// stop and 1, after printing the error to stderr, otherwise (or killed,
+// when its host died: see Server.Serve). In a process
 // that was not started as a worker, Main returns at once, so that one
 // binary can be both the host and its worker:
 //
@@ -63,6 +71,18 @@ func Main(s *Server) {
 	os.Exit(0)
 }
 
+// init turns off the parent-death signal of a worker that watches its
+// host's lifeline, on the main thread, where Linux keeps it: that signal is
+// a SIGTERM that can come while the host is still dying (see
+// proc.DisarmParentDeath), and this worker must not take its host's death
+// for a polite stop. Nothing is lost meanwhile: the lifeline's end of file
+// waits for Serve to read it.
+func init() {
+	if d, ok, err := wire.ParseStartup(os.Getenv); ok && err == nil && !d.Detached && d.LifeFD > 0 {
+		proc.DisarmParentDeath()
+	}
+}
+
 // serveProcess is Serve; exiting says that the process exits as soon as
 // it returns (Main), so that what only matters to a process that goes on
 // can be skipped.
@@ -79,14 +99,21 @@ func (s *Server) serveProcess(ctx context.Context, exiting bool) error {
 	// type on its first use: both are done while this goroutine listens
 	// and the host connects. The handshake waits for the registration, so
 	// that a host that has connected knows SIGTERM to be handled.
-	sigs := make(chan os.Signal, 1)
+	sigs, pipes := make(chan os.Signal, 1), make(chan os.Signal, 1)
 	notified := make(chan struct{})
 	go func() {
 		signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+		if !d.Detached && d.LifeFD > 0 {
+			// Writing to stdout or stderr once the host is dead (they are
+			// often pipes to it) must not kill this worker with SIGPIPE
+			// before it kills the processes it started: the write fails
+			// with EPIPE instead, and the lifeline does the rest.
+			signal.Notify(pipes, syscall.SIGPIPE)
+		}
 		close(notified)
 		warmJSON()
 	}()
-	stopSignals := func() { <-notified; signal.Stop(sigs) }
+	stopSignals := func() { <-notified; signal.Stop(sigs); signal.Stop(pipes) }
 	ready := readyPipe(d)
 	ln, err := transport.Listen(d.SocketPath)
 	if err != nil {
@@ -185,13 +212,18 @@ type workerProcess struct {
 	exiting bool // the process exits when run returns
 	parent  int  // the parent process when serving began
 
+	closing  chan struct{} // closed when the host stops this worker through the lifeline
+	dying    chan struct{} // closed when the host died: hostDied is ending the worker
+	dieOnce  sync.Once
+	connLost bool // the worker stops because its host's connection ended
+
 	conns     chan net.Conn
 	acceptErr chan error
 	quit      chan struct{}
 	wg        sync.WaitGroup // the sessions
 	ended     chan struct{}  // a session ended
 	active    int            // sessions running
-	abandon   bool           // the host is dead: do not wait for handlers
+	abandon   bool           // the host closed this worker: do not wait for handlers
 }
 
 // run serves until it is time to stop, then cleans up.
@@ -199,11 +231,7 @@ func (wp *workerProcess) run(ctx context.Context) error {
 	ctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	wp.parent = os.Getppid()
-	hostGone := make(chan struct{})
-	if !wp.d.Detached {
-		var once sync.Once
-		proc.WatchHost(wp.d.LifeFD, wp.d.HostPID, func() { once.Do(func() { close(hostGone) }) })
-	}
+	wp.watchHost()
 	wp.conns, wp.acceptErr, wp.quit = make(chan net.Conn), make(chan error, 1), make(chan struct{})
 	wp.ended = make(chan struct{}, 1)
 	go acceptLoop(wp.ln, wp.conns, wp.acceptErr, wp.quit)
@@ -235,12 +263,8 @@ func (wp *workerProcess) run(ctx context.Context) error {
 			return wp.s.drain()
 		case sig := <-wp.sigs:
 			return wp.signaled(sig)
-		case <-hostGone:
-			if proc.HostCleansUp() {
-				wp.s.cfg.log.debug("the host closed this worker; exiting")
-			} else {
-				wp.s.cfg.log.info("the host died; exiting")
-			}
+		case <-wp.closing:
+			wp.s.cfg.log.debug("the host closed this worker; exiting")
 			stop(errors.New("the host is gone"))
 			wp.abandon = true
 			return nil
@@ -249,6 +273,86 @@ func (wp *workerProcess) run(ctx context.Context) error {
 		}
 	}
 }
+
+// watchHost watches the host of a worker that is not detached, for the
+// worker's whole life, whatever else it is doing. wp.closing is closed
+// when the host stops this worker, alive (it said so on the lifeline
+// before closing it); when the host dies, hostDied ends the worker from the
+// watching goroutine itself, so that no drain in progress in run can hold
+// it.
+func (wp *workerProcess) watchHost() {
+	wp.closing, wp.dying = make(chan struct{}), make(chan struct{})
+	if wp.d.Detached {
+		return
+	}
+	proc.WatchHost(wp.d.LifeFD, wp.d.HostPID, func() {
+		if !proc.HostStops() {
+			wp.hostDied()
+		}
+		close(wp.closing)
+	})
+}
+
+// hostDied ends this worker because its host died: it removes its socket
+// (and the directory the host made for it), logs it (for a moment at
+// most: a logger writing to the dead host's pipe must not hold the
+// worker), then kills this process and its process group (see
+// proc.KillOwnGroup). It does not return.
+func (wp *workerProcess) hostDied() {
+	wp.dieOnce.Do(func() {
+		close(wp.dying)
+		transport.Remove(wp.d.SocketPath)
+		if wp.d.OwnDir {
+			os.Remove(filepath.Dir(wp.d.SocketPath)) // only if empty
+		}
+		logged := make(chan struct{})
+		go func() {
+			defer close(logged)
+			wp.s.cfg.log.info("the host died; killing this worker and the processes it started",
+				"pid", os.Getpid(), "host", wp.d.HostPID)
+		}()
+		t := time.NewTimer(hostDiedLogWait)
+		select {
+		case <-logged:
+		case <-t.C:
+		}
+		proc.KillOwnGroup()
+	})
+	select {} // another goroutine is killing this process
+}
+
+// awaitVerdict, as the worker stops, gives the lifeline the last word:
+// a host that died must not have its worker exit as if it had been
+// stopped, leaving the worker's children behind. When the host's
+// connection ended, that may be the host dying, whose lifeline closes in
+// the same instant, give or take the host's last system call: it waits
+// for the lifeline up to hostVerdictWait (a host that lives may have
+// ended the connection and say nothing). If the host died, it does not
+// return.
+func (wp *workerProcess) awaitVerdict() {
+	if wp.d.Detached {
+		return
+	}
+	var d time.Duration
+	if wp.connLost {
+		d = hostVerdictWait
+	}
+	if proc.HostSpoke(d) {
+		select { // WatchHost's verdict follows
+		case <-wp.closing:
+		case <-wp.dying:
+			select {} // hostDied is killing this process
+		}
+	}
+}
+
+const (
+	// hostDiedLogWait is how long hostDied waits for its log record.
+	hostDiedLogWait = 100 * time.Millisecond
+	// hostVerdictWait is how long a worker whose host's connection ended
+	// waits for the lifeline before it exits.
+	hostVerdictWait = 100 * time.Millisecond
+)
 
 func (wp *workerProcess) connectTimeout() time.Duration {
 	if t := wp.s.cfg.hostConnect; t != 0 {
@@ -283,17 +387,18 @@ func (wp *workerProcess) sessionEnded() (done bool, err error) {
 		return true, wp.ps.mismatch
 	}
 	if wp.active == 0 && !wp.s.cfg.keepAlive && wp.ps.served.Load() {
+		wp.connLost = true
 		return true, wp.s.drain()
 	}
 	return false, nil
 }
 
-// signaled handles SIGTERM or SIGINT: a graceful stop, unless it is the
-// parent-death signal.
+// signaled handles SIGTERM or SIGINT: a graceful stop, unless the host is
+// already dead (a supervisor stopping every process at once, a host not
+// written with this library that set a parent-death signal).
 func (wp *workerProcess) signaled(sig os.Signal) error {
 	if !wp.d.Detached && os.Getppid() != wp.parent {
-		wp.abandon = true
-		return nil // the parent-death signal: nobody is left to drain for
+		wp.hostDied() // nobody is left to drain for
 	}
 	wp.s.cfg.log.info("stopping on signal", "signal", sig.String())
 	return wp.s.drain()
@@ -302,6 +407,7 @@ func (wp *workerProcess) signaled(sig os.Signal) error {
 // cleanUp closes the listener, removes the socket (unless the host does)
 // and waits a moment for the sessions to end.
 func (wp *workerProcess) cleanUp() {
+	wp.awaitVerdict()
 	cleanUp := !proc.HostCleansUp() // else the host is doing it meanwhile
 	if _, unix := wp.ln.(*net.UnixListener); unix && wp.exiting {
 		// The process exits next, closing the listener: closing it here

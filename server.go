@@ -33,6 +33,7 @@ type Server struct {
 type handler struct {
 	name, result, errType string
 	fn                    string // the name of the function registered, as stacks print it
+	stream                bool   // a HandleStream handler: its requests come with credit
 	void                  bool
 	run                   func(ctx context.Context, ser Serializer, payload []byte) (any, error)
 	// quick scores how reliably a request of this type is handled (decoded
@@ -61,7 +62,7 @@ func NewServer(opts *ServerOptions) *Server {
 // *RemoteError that matches ErrPanic, with the stack.
 func Handle[P, R any](s *Server, m MessageType[P, R], h func(ctx context.Context, payload P) (R, error)) {
 	_, void := any(*new(R)).(Void)
-	s.register(m.name, void, funcName(h), func(ctx context.Context, ser Serializer, payload []byte) (any, error) {
+	s.register(m.name, void, false, funcName(h), func(ctx context.Context, ser Serializer, payload []byte) (any, error) {
 		// One allocation for both: they escape through the Serializer.
 		b := new(struct {
 			p P
@@ -90,7 +91,7 @@ func funcName(f any) string {
 	return ""
 }
 
-func (s *Server) register(name string, void bool, fn string, run func(context.Context, Serializer, []byte) (any, error)) {
+func (s *Server) register(name string, void, stream bool, fn string, run func(context.Context, Serializer, []byte) (any, error)) {
 	s.regMu.Lock()
 	defer s.regMu.Unlock()
 	old := *s.handlers.Load()
@@ -98,7 +99,7 @@ func (s *Server) register(name string, void bool, fn string, run func(context.Co
 	for k, v := range old {
 		m[k] = v
 	}
-	m[name] = &handler{name: name, result: name + "Result", errType: name + "Error", fn: fn, void: void, run: run}
+	m[name] = &handler{name: name, result: name + "Result", errType: name + "Error", fn: fn, void: void, stream: stream, run: run}
 	s.handlers.Store(&m)
 }
 

@@ -42,6 +42,11 @@ type session struct {
 	env    wire.Envelope // the reader's
 	peer   bool          // the host completed the handshake and knows the extensions
 	proc   *procState    // the worker process's, or nil
+	// streams says that the host takes streams, progress and calls to it.
+	streams bool
+	rev     revCalls            // calls to the host in flight
+	revNext atomic.Uint64       // numbers the calls to the host
+	early   map[string]*credits // credit for streams whose request is yet to come (reader's)
 }
 
 // tracker is the requests of a session that are being handled, by tx.
@@ -80,6 +85,10 @@ func (ss *session) serve() error {
 // dispatch handles one parsed message, and returns the request whose
 // handler is to run, if any: it then holds the in-flight slot.
 func (ss *session) dispatch(e *wire.Envelope) *request {
+	if ss.streams && isRev(e.Tx) {
+		ss.revReply(e)
+		return nil
+	}
 	h := (*ss.s.handlers.Load())[string(e.Type)]
 	if h != nil {
 		return ss.start(h, e)
@@ -92,6 +101,9 @@ func (ss *session) dispatch(e *wire.Envelope) *request {
 	switch string(e.Type) {
 	case typeCancel:
 		ss.cancelTx(e)
+		return nil
+	case typeCredit:
+		ss.creditTx(e)
 		return nil
 	case typeShutdown:
 		go ss.shutdownRequested(tx)
@@ -111,9 +123,15 @@ func (ss *session) dispatch(e *wire.Envelope) *request {
 // start registers a request for its handler h, and returns it; nil when it
 // was refused (and answered).
 func (ss *session) start(h *handler, e *wire.Envelope) *request {
-	r := &request{parent: ss.ctx, h: h}
+	r := &request{parent: ss.ctx, h: h, ss: ss}
 	r.setTx(e.Tx)
 	tx := r.tx
+	if c := ss.early[tx]; c != nil {
+		delete(ss.early, tx)
+		if h.stream {
+			r.credit = c
+		}
+	}
 	if ss.peer {
 		r.deadline = fromUnixMilli(e.Deadline)
 	}
@@ -209,6 +227,43 @@ func (ss *session) shutdownRequested(tx string) {
 	ss.s.Shutdown(ctx)
 }
 
+// maxEarly bounds the streams whose credit came and whose request has not.
+const maxEarly = 1024
+
+// creditTx adds the credit of a typeCredit message to its stream: to the
+// request if it runs, else for the request that follows.
+func (ss *session) creditTx(e *wire.Envelope) {
+	var p creditPayload
+	if e.Payload == nil || ss.codec.ser.DecodePayload(e.Payload, &p) != nil || p.Items < 0 || p.Bytes < 0 {
+		return
+	}
+	ss.reqs.mu.Lock()
+	r := ss.reqs.active[string(e.Tx)]
+	ss.reqs.mu.Unlock()
+	switch {
+	case r != nil && r.credit != nil:
+		r.credit.grant(p.Items, p.Bytes)
+	case r == nil && len(ss.early) < maxEarly:
+		if ss.early == nil {
+			ss.early = make(map[string]*credits)
+		}
+		c := newCredits()
+		c.grant(p.Items, p.Bytes)
+		ss.early[string(e.Tx)] = c
+	}
+}
+
+// revReply hands the host's reply to a call from this worker to the call.
+func (ss *session) revReply(e *wire.Envelope) {
+	var p []byte
+	if e.Payload != nil {
+		p = append([]byte(nil), e.Payload...)
+	}
+	if !ss.rev.deliver(string(e.Tx), revReply{typ: string(e.Type), payload: p}) {
+		ss.s.cfg.log.debug("dropping the host's reply to a call given up", "type", string(e.Type), "tx", string(e.Tx))
+	}
+}
+
 // goroutinesRequested answers the host's request for the goroutines that
 // run a handler (see dumpGoroutines).
 func (ss *session) goroutinesRequested(tx string, payload []byte) {
@@ -268,6 +323,7 @@ func (ss *session) end(err error) {
 	ss.reqs.closed = true
 	ss.reqs.mu.Unlock()
 	ss.reqs.cancelAll(err)
+	ss.rev.end()
 	ss.reqs.wg.Wait()
 	// No lease is held (ended came from a reader) and none will be: a
 	// watch already running finds none and stops for good, without a give.

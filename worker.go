@@ -150,6 +150,12 @@ func (w *Worker) watch(p *proc.Process, c *Client) {
 // the Worker's state moves on (see transition), so that a caller who sees
 // the error sees the Worker dead, or new calls wait for what follows.
 func (w *Worker) lostErr(p *proc.Process, c *Client, cause error) error {
+	w.mu.RLock()
+	closing := w.closing
+	w.mu.RUnlock()
+	if closing {
+		return ErrClosed // Close stops it: its calls fail with ErrClosed, not as if it crashed
+	}
 	pid := c.peer.pid
 	if p != nil {
 		p.AwaitExit(time.Second) // for its exit status
@@ -220,7 +226,17 @@ func (w *Worker) lost(p *proc.Process, c *Client, err error) {
 		w.mu.Unlock()
 		err = crash
 	}
-	crash := err.(*CrashError)
+	crash, ok := err.(*CrashError)
+	if !ok {
+		// Close failed the connection first, after the loss was seen.
+		w.mu.RLock()
+		closing := w.closing
+		w.mu.RUnlock()
+		if closing {
+			return
+		}
+		crash = w.crashReport(p, c.peer.pid, err)
+	}
 	w.cfg.log.warn("worker crashed", "pid", crash.Pid, "err", crash)
 	w.ev.emit(EventCrashed, crash.Pid, crash)
 	if p != nil {
@@ -431,9 +447,10 @@ func (w *Worker) Invoke(ctx context.Context, typ string, payload, out any) error
 		if !sent {
 			e.Attempt = attempt - 1 // not sent: 0 says that the worker died earlier
 		}
-		if !sent || attempt >= attempts || ctx.Err() != nil {
+		if !sent || attempt >= attempts || ctx.Err() != nil || !resendable(out) {
 			return &e
 		}
+		observerOf(ctx).resent(attempt + 1)
 		w.cfg.log.info("retrying a call after a crash", "type", typ, "attempt", attempt+1, "of", attempts)
 	}
 }

@@ -3,7 +3,9 @@
 // parent-death signal and a lifeline pipe on Unix, a kill-on-close job
 // object on Windows), tells when it is listening, stops it (politely, then
 // by killing its whole group or job), reaps it and describes its end. The
-// worker side's half, WatchHost, notices the host's death.
+// worker side's half: WatchHost notices the host's death (or its word that
+// it is stopping the worker), and KillOwnGroup ends the worker with its
+// process group.
 //
 // It knows nothing of the protocol: the caller supplies the environment
 // that carries its startup data.
@@ -196,9 +198,7 @@ func (p *Process) Status() Status {
 // Stop asks the process to exit, and kills it (with its process group or
 // job) if it has not after grace. It returns once the process is reaped.
 func (p *Process) Stop(grace time.Duration) {
-	if p.life != nil {
-		p.life.Close()
-	}
+	p.closeLifeline()
 	if !p.HasExited() {
 		p.terminate()
 	}

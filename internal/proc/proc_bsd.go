@@ -25,3 +25,7 @@ func startProcess(cmd *exec.Cmd, _ bool) (*Process, error) {
 // zombie cannot be told portably here; a zombie counts as alive until
 // its parent reaps it.
 func zombie(int) bool { return false }
+
+// DisarmParentDeath has nothing to turn off: there is no parent-death
+// signal here.
+func DisarmParentDeath() {}

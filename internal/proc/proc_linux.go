@@ -7,10 +7,23 @@ import (
 	"os/exec"
 	"runtime"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // prepareOS asks Linux to send SIGTERM to a non-detached worker when its
 // host dies, however it dies.
+//
+// The signal stays SIGTERM, not SIGKILL, for workers not built with this
+// library (a Node or Python worker): it is all they have, and it lets them
+// remove their socket. A worker built with this library turns it off as it
+// starts (DisarmParentDeath), because it cannot tell it from a supervisor's
+// polite SIGTERM: Linux sends it whenever the thread that forked the worker
+// exits, so when a host is killed it can come while the host's other
+// threads still exit and the worker's parent is still the host; taken for a
+// stop, it started a drain, and a drained worker exited without its
+// children. That worker watches its lifeline instead, whose end of file
+// comes only once the host is gone.
 func prepareOS(a *syscall.SysProcAttr, detached bool) {
 	if !detached {
 		a.Pdeathsig = syscall.SIGTERM
@@ -52,4 +65,12 @@ func zombie(pid int) bool {
 	}
 	i := bytes.LastIndexByte(b, ')') // the command name may contain anything
 	return i >= 0 && i+2 < len(b) && b[i+2] == 'Z'
+}
+
+// DisarmParentDeath turns off the parent-death signal that Start asked for
+// (see prepareOS), in a worker that watches its lifeline instead. Linux
+// keeps that signal per thread, on the thread that exec'd the worker: its
+// main thread, where Go runs init functions. Call it from one.
+func DisarmParentDeath() {
+	unix.Prctl(unix.PR_SET_PDEATHSIG, 0, 0, 0, 0)
 }

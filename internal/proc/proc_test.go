@@ -1,6 +1,7 @@
 package proc
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"os"
@@ -39,6 +40,17 @@ func TestMain(m *testing.M) {
 		_, err := fmt.Fprintln(LogStderr(), "a record nobody reads")
 		fmt.Printf("survived: %v\n", err)
 		os.Exit(0)
+	case "kill-own-group":
+		// Starts a child (sleep), prints its pid, and once a line comes on
+		// stdin, kills its own group.
+		c := exec.Command(os.Args[0])
+		c.Env = append(os.Environ(), "IW_PROC_ROLE=sleep")
+		if err := c.Start(); err != nil {
+			os.Exit(4)
+		}
+		fmt.Println(c.Process.Pid)
+		bufio.NewReader(os.Stdin).ReadString('\n')
+		KillOwnGroup()
 	}
 	os.Exit(5)
 }

@@ -1,0 +1,766 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"iter"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/isolated-workers/worker/internal/wire"
+)
+
+// Streams, progress and calls from the worker to the host: extensions of
+// the protocol that a Go peer negotiates (capability "stream"); see
+// docs/protocol.md for their frames.
+
+// ErrUnsupported is returned by a stream, and by a call to the host, when
+// the peer does not speak these extensions (a TypeScript peer, or a
+// connection without the handshake): nothing was sent, and ordinary calls
+// keep working.
+var ErrUnsupported = errors.New("worker: the peer does not support streams or calls to the host (a TypeScript peer, or BaseProtocol)")
+
+// StreamType describes a streaming message: a request of type P answered
+// by a sequence of items of type I, then by a final result of type R (Void
+// for none). Declare it like a MessageType, with DefineStream.
+type StreamType[P, I, R any] struct {
+	name string
+}
+
+// DefineStream declares a streaming message named name; it panics as
+// Define does.
+func DefineStream[P, I, R any](name string) StreamType[P, I, R] {
+	return StreamType[P, I, R]{name: Define[P, R](name).name}
+}
+
+// Name returns the message's name on the wire.
+func (m StreamType[P, I, R]) Name() string { return m.name }
+
+// Stream calls m and returns its items as an iterator, and a function that
+// returns the final result once the iteration is over. The call is made
+// when the range starts and ends with it: leaving the range early (break)
+// or ctx ending cancels the handler, and the iterator never outlives the
+// range: there is nothing to close. An error (the handler's, a crash, ctx)
+// comes as the last pair, with a zero item, and from result too.
+//
+// Flow control: the worker sends no more than Options.StreamWindow items
+// (and StreamWindowBytes bytes) ahead of the range, so a slow consumer
+// slows the handler down (its send blocks) and the memory of a stream is
+// bounded; other calls on the connection are not held up. A stream is
+// not sent again after a crash once an item has arrived (the crash ends
+// it), and on a Pool it stays on the member that serves it.
+//
+//	items, result := worker.Stream(ctx, w, Count, 100)
+//	for n, err := range items {
+//		if err != nil {
+//			return err
+//		}
+//		fmt.Println(n)
+//	}
+//	total, err := result()
+func Stream[P, I, R any](ctx context.Context, c Caller, m StreamType[P, I, R], payload P) (items iter.Seq2[I, error], result func() (R, error)) {
+	var res R
+	final := errors.New("worker: the stream's result was asked for before the range over its items")
+	sk := &streamSink{result: &res, wake: make(chan struct{}, 1)}
+	if _, void := any(res).(Void); void {
+		sk.result = nil
+	}
+	items = func(yield func(I, error) bool) {
+		final = runStream(ctx, c, m.name, &payload, sk, func(b []byte) bool {
+			var it I
+			if err := sk.ser.DecodePayload(b, &it); err != nil {
+				sk.failed = fmt.Errorf("worker: %s: decoding an item: %w", m.name, err)
+				return false
+			}
+			return yield(it, nil)
+		})
+		if final != nil && !sk.left {
+			var zero I
+			yield(zero, final)
+		}
+	}
+	return items, func() (R, error) {
+		if final != nil {
+			var zero R
+			return zero, final
+		}
+		return res, nil
+	}
+}
+
+// runStream makes the call behind a Stream and feeds its items to each
+// until each returns false; it returns the stream's outcome.
+func runStream(ctx context.Context, c Caller, typ string, payload any, sk *streamSink, each func([]byte) bool) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- c.Invoke(ctx, typ, payload, sk) }()
+	var err error
+	finished := false
+	for {
+		b, end := sk.next(done, &err, &finished)
+		if end {
+			return err
+		}
+		ok := each(b)
+		sk.consumed(len(b))
+		if !ok {
+			cancel()
+			if !finished {
+				<-done
+			}
+			if sk.failed != nil {
+				return sk.failed
+			}
+			sk.left = true
+			return fmt.Errorf("worker: %s: the range over the stream was left before its end: %w", typ, context.Canceled)
+		}
+	}
+}
+
+// streamSink receives a stream's items on the host: the Client pushes
+// them as they arrive (never more than the window), the range takes them.
+type streamSink struct {
+	result any        // where the final result is decoded; nil for Void
+	ser    Serializer // the connection's, set by the Client
+	wake   chan struct{}
+	failed error // an item could not be decoded
+	left   bool  // the range was left early
+
+	mu     sync.Mutex
+	queue  [][]byte
+	got    int                    // items received, on any connection
+	used   [2]int                 // items and bytes taken since the last credit
+	window [2]int                 // the window, in items and bytes
+	credit func(items, bytes int) // returns credit to the worker
+	over   func(err error)        // fails the stream: the worker broke the window
+}
+
+// bind attaches the sink to a connection: c decodes its items, credit
+// returns room to the worker.
+func (sk *streamSink) bind(ser Serializer, window [2]int, credit func(int, int), over func(error)) {
+	sk.mu.Lock()
+	defer sk.mu.Unlock()
+	sk.ser, sk.window, sk.credit, sk.over = ser, window, credit, over
+	sk.used = [2]int{}
+}
+
+// push queues an item that arrived (b is the sink's to keep).
+func (sk *streamSink) push(b []byte) {
+	sk.mu.Lock()
+	sk.queue = append(sk.queue, b)
+	sk.got++
+	n := len(sk.queue)
+	over := sk.over
+	sk.mu.Unlock()
+	if n > sk.window[0] && over != nil {
+		over(fmt.Errorf("%w: the worker sent %d stream items beyond a window of %d", ErrProtocol, n, sk.window[0]))
+	}
+	select {
+	case sk.wake <- struct{}{}:
+	default:
+	}
+}
+
+// next returns the next item, or end once the call is over (its outcome
+// in *err, *finished set) and no item is left: every item arrives before
+// the final reply.
+func (sk *streamSink) next(done <-chan error, err *error, finished *bool) (b []byte, end bool) {
+	for {
+		sk.mu.Lock()
+		if len(sk.queue) > 0 {
+			b = sk.queue[0]
+			sk.queue[0] = nil
+			sk.queue = sk.queue[1:]
+			sk.mu.Unlock()
+			return b, false
+		}
+		sk.mu.Unlock()
+		if *finished {
+			return nil, true
+		}
+		select {
+		case <-sk.wake:
+		case *err = <-done:
+			*finished = true
+		}
+	}
+}
+
+// consumed notes an item of n bytes taken by the range, and returns
+// credit to the worker once half the window has been taken.
+func (sk *streamSink) consumed(n int) {
+	sk.mu.Lock()
+	sk.used[0]++
+	sk.used[1] += n
+	var items, bytes int
+	if 2*sk.used[0] >= sk.window[0] || 2*sk.used[1] >= sk.window[1] {
+		items, bytes = sk.used[0], sk.used[1]
+		sk.used = [2]int{}
+	}
+	credit := sk.credit
+	sk.mu.Unlock()
+	if items > 0 && credit != nil {
+		credit(items, bytes)
+	}
+}
+
+// resendable reports whether a call whose outcome goes to out may be sent
+// again after a crash: not a stream whose items have begun to arrive.
+func resendable(out any) bool {
+	sk, ok := out.(*streamSink)
+	if !ok {
+		return true
+	}
+	sk.mu.Lock()
+	defer sk.mu.Unlock()
+	return sk.got == 0
+}
+
+// creditPayload is the payload of typeCredit.
+type creditPayload struct {
+	Items int `json:"items" cbor:"items"`
+	Bytes int `json:"bytes" cbor:"bytes"`
+}
+
+// The default stream window (see Options.StreamWindow).
+const (
+	defaultStreamWindow      = 64
+	defaultStreamWindowBytes = 1 << 20
+)
+
+// HandleStream registers h as the handler of the streaming message m on s.
+// h sends items with send, which blocks while the host's window is full
+// (flow control) and returns an error once the stream has ended (the host
+// left the range, or its context ended: ctx is cancelled then too, and h
+// should return); h's result is the stream's final result. Errors and
+// panics reach the host as for Handle. A host that calls m with Call
+// rather than Stream gets an error at once.
+func HandleStream[P, I, R any](s *Server, m StreamType[P, I, R], h func(ctx context.Context, payload P, send func(I) error) (R, error)) {
+	_, void := any(*new(R)).(Void)
+	s.register(m.name, void, true, funcName(h), func(ctx context.Context, ser Serializer, payload []byte) (any, error) {
+		r, _ := ctx.Value(requestKey{}).(*request)
+		if r == nil || r.credit == nil {
+			return nil, &RemoteError{Name: "Error", Code: codeNotStream,
+				Message: fmt.Sprintf("%q is a stream: call it with worker.Stream", m.name)}
+		}
+		var p P
+		if payload != nil {
+			if err := ser.DecodePayload(payload, &p); err != nil {
+				return nil, &RemoteError{Name: "PayloadError", Code: codeBadPayload,
+					Message: fmt.Sprintf("invalid payload for %q: %v", m.name, err)}
+			}
+		}
+		res, err := h(ctx, p, func(item I) error { return r.ss.sendItem(r, &item) })
+		if err != nil || void {
+			return nil, err
+		}
+		return &res, nil
+	})
+}
+
+// credits is the room a host has given a stream's handler to send items.
+type credits struct {
+	mu     sync.Mutex
+	items  int
+	bytes  int
+	window int           // the byte window: the first grant
+	wake   chan struct{} // receives when credit comes
+}
+
+func newCredits() *credits { return &credits{wake: make(chan struct{}, 1)} }
+
+// grant adds credit.
+func (c *credits) grant(items, bytes int) {
+	c.mu.Lock()
+	if c.window == 0 {
+		c.window = bytes
+	}
+	c.items += items
+	c.bytes += bytes
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take waits, within ctx, for the credit of one item of n bytes. An item
+// larger than the whole byte window goes when the window is all there.
+func (c *credits) take(ctx context.Context, n int) error {
+	for {
+		c.mu.Lock()
+		if c.items > 0 && (c.bytes >= n || c.bytes >= c.window) {
+			c.items--
+			c.bytes -= n
+			c.mu.Unlock()
+			return nil
+		}
+		c.mu.Unlock()
+		select {
+		case <-c.wake:
+		case <-ctx.Done():
+			return fmt.Errorf("worker: the stream has ended: %w", context.Cause(ctx))
+		}
+	}
+}
+
+// sendItem sends one item of r's stream, once the host has room for it.
+func (ss *session) sendItem(r *request, item any) error {
+	if err := r.Err(); err != nil {
+		return fmt.Errorf("worker: the stream has ended: %w", err)
+	}
+	p, err := ss.codec.ser.AppendPayload(nil, item)
+	if err != nil {
+		return fmt.Errorf("worker: encoding a stream item: %w", err)
+	}
+	if err := r.credit.take(r, len(p)); err != nil {
+		return err
+	}
+	frame, err := ss.codec.frame(nil, typeItem, r.tx, p, 0)
+	if err != nil {
+		return err
+	}
+	ss.write(frame, nil, time.Time{}, false)
+	return nil
+}
+
+// Progress is a report of a call's progress (see Report and WithProgress).
+type Progress struct {
+	// Done and Total count the work done and to do, in units of the
+	// handler's choice; Total 0 means unknown.
+	Done, Total int64
+	// Message says what is being done, if anything.
+	Message string
+	// Attempt is set by the host: 1 for the call as first sent, N when it
+	// was sent again after N-1 crashes (see CrashPolicy.Attempts). The
+	// report that a call is being sent again has Done and Total 0.
+	Attempt int
+}
+
+// Report reports the progress of the call whose handler's context is ctx
+// to the caller, if it observes it (WithProgress). It does not wait, and
+// does nothing outside a handler or when the host cannot receive it.
+func Report(ctx context.Context, p Progress) {
+	r, _ := ctx.Value(requestKey{}).(*request)
+	if r == nil || r.ss == nil || !r.ss.streams || r.Err() != nil {
+		return
+	}
+	p.Attempt = 0
+	b, err := r.ss.codec.ser.AppendPayload(nil, &progressPayload{Done: p.Done, Total: p.Total, Message: p.Message})
+	if err != nil {
+		return
+	}
+	if frame, err := r.ss.codec.frame(nil, typeProgress, r.tx, b, 0); err == nil {
+		r.ss.write(frame, nil, time.Time{}, true)
+	}
+}
+
+type progressPayload struct {
+	Done    int64  `json:"done" cbor:"done"`
+	Total   int64  `json:"total" cbor:"total"`
+	Message string `json:"message,omitempty" cbor:"message,omitempty"`
+}
+
+// requestKey finds a handler's request from its context, however wrapped.
+type requestKey struct{}
+
+// WithProgress returns a context whose calls report their progress to f:
+// the worker's Report calls, in order, and, when a call is sent again
+// after a crash, a report that says so (Attempt). f runs on a goroutine
+// of its own; when it is slower than the reports, it gets the latest one
+// (progress is a state, not a log).
+func WithProgress(ctx context.Context, f func(Progress)) context.Context {
+	return context.WithValue(ctx, progressKey{}, &progressObserver{f: f, attempt: 1})
+}
+
+type progressKey struct{}
+
+// progressObserver delivers a call's progress to its WithProgress func.
+type progressObserver struct {
+	f       func(Progress)
+	mu      sync.Mutex
+	attempt int
+	latest  Progress
+	pending bool
+	running bool
+}
+
+func observerOf(ctx context.Context) *progressObserver {
+	o, _ := ctx.Value(progressKey{}).(*progressObserver)
+	return o
+}
+
+// report delivers p, stamped with the attempt.
+func (o *progressObserver) report(p Progress) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	p.Attempt = o.attempt
+	o.latest, o.pending = p, true
+	if !o.running {
+		o.running = true
+		go o.run()
+	}
+}
+
+// resent tells the observer that the call is sent again, as attempt n.
+func (o *progressObserver) resent(n int) {
+	if o == nil {
+		return
+	}
+	o.mu.Lock()
+	o.attempt = n
+	o.mu.Unlock()
+	o.report(Progress{Message: fmt.Sprintf("sent again after the worker crashed (attempt %d)", n)})
+}
+
+func (o *progressObserver) run() {
+	for {
+		o.mu.Lock()
+		if !o.pending {
+			o.running = false
+			o.mu.Unlock()
+			return
+		}
+		p := o.latest
+		o.pending = false
+		o.mu.Unlock()
+		o.f(p)
+	}
+}
+
+// Host returns, in a handler, a Caller for calls to the host that sent
+// the handler's request, over the same connection: the host serves them
+// with the handlers of its Options.Handlers, with the same contracts,
+// errors, deadlines and cancellation. Its calls fail with ErrUnsupported
+// when the host cannot take them (a TypeScript host), and with
+// ErrNotConnected once the connection has ended. Outside a handler, it
+// returns a Caller whose calls fail.
+func Host(ctx context.Context) Caller {
+	r, _ := ctx.Value(requestKey{}).(*request)
+	if r == nil || r.ss == nil {
+		return hostCaller{}
+	}
+	return hostCaller{ss: r.ss}
+}
+
+// revPrefix starts the transaction ids of calls from the worker to the
+// host, so that neither side takes them for its own (a host's ids may not
+// start with the reserved prefix).
+const revPrefix = reservedPrefix + "r"
+
+type hostCaller struct{ ss *session }
+
+// Invoke implements Caller.
+func (h hostCaller) Invoke(ctx context.Context, typ string, payload, out any) error {
+	ss := h.ss
+	switch {
+	case ss == nil:
+		return errors.New("worker: Host: the context is not a handler's")
+	case !ss.streams:
+		return ErrUnsupported
+	}
+	p, err := ss.codec.ser.AppendPayload(nil, payload)
+	if err != nil {
+		return fmt.Errorf("worker: %s: encoding payload: %w", typ, err)
+	}
+	tx := revPrefix + strconv.FormatUint(ss.revNext.Add(1), 36)
+	d, _ := ctx.Deadline()
+	frame, err := ss.codec.frame(nil, typ, tx, p, unixMilli(d))
+	if err != nil {
+		return fmt.Errorf("worker: %s: %w", typ, err)
+	}
+	ch := ss.rev.add(tx)
+	if ch == nil {
+		return fmt.Errorf("%w: the connection to the host has ended", ErrNotConnected)
+	}
+	ss.write(frame, nil, time.Time{}, false)
+	select {
+	case rep := <-ch:
+		return ss.decodeRev(typ, rep, out)
+	case <-ctx.Done():
+		if ss.rev.remove(tx) {
+			cp, _ := ss.codec.ser.AppendPayload(nil, &cancelPayload{Tx: tx})
+			if f, err := ss.codec.frame(nil, typeCancel, revPrefix+"c"+tx, cp, 0); err == nil {
+				ss.write(f, nil, time.Time{}, false)
+			}
+		}
+		return context.Cause(ctx)
+	}
+}
+
+// revReply is the host's reply to a call from the worker.
+type revReply struct {
+	typ     string
+	payload []byte
+	err     error // the connection ended
+}
+
+// revCalls are a session's calls to the host, by tx.
+type revCalls struct {
+	mu    sync.Mutex
+	calls map[string]chan revReply
+	ended error
+}
+
+func (rc *revCalls) add(tx string) chan revReply {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if rc.ended != nil {
+		return nil
+	}
+	if rc.calls == nil {
+		rc.calls = make(map[string]chan revReply)
+	}
+	ch := make(chan revReply, 1)
+	rc.calls[tx] = ch
+	return ch
+}
+
+func (rc *revCalls) remove(tx string) bool {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	_, ok := rc.calls[tx]
+	delete(rc.calls, tx)
+	return ok
+}
+
+// deliver hands a reply to its call; it reports false for an unknown tx.
+func (rc *revCalls) deliver(tx string, rep revReply) bool {
+	rc.mu.Lock()
+	ch := rc.calls[tx]
+	delete(rc.calls, tx)
+	rc.mu.Unlock()
+	if ch != nil {
+		ch <- rep
+	}
+	return ch != nil
+}
+
+// end fails every call in flight: the connection is gone.
+func (rc *revCalls) end() {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	rc.ended = fmt.Errorf("%w: the connection to the host has ended", ErrNotConnected)
+	for tx, ch := range rc.calls {
+		ch <- revReply{err: rc.ended}
+		delete(rc.calls, tx)
+	}
+}
+
+// decodeRev turns the host's reply to a call of type typ into its outcome.
+func (ss *session) decodeRev(typ string, rep revReply, out any) error {
+	if rep.err != nil {
+		return rep.err
+	}
+	isErr, ok := replyKind([]byte(rep.typ), typ)
+	switch {
+	case !ok:
+		return fmt.Errorf("%w: reply of type %q to a %q call to the host", ErrProtocol, rep.typ, typ)
+	case isErr:
+		var ep errorPayload
+		if rep.payload != nil {
+			if err := ss.codec.ser.DecodePayload(rep.payload, &ep); err != nil {
+				return fmt.Errorf("%w: undecodable error reply to %q: %v", ErrProtocol, typ, err)
+			}
+		}
+		return &RemoteError{Type: typ, Name: ep.Name, Message: ep.Message, Code: ep.Code, Stack: ep.Stack}
+	case out != nil && rep.payload != nil:
+		if err := ss.codec.ser.DecodePayload(rep.payload, out); err != nil {
+			return fmt.Errorf("worker: %s: decoding the host's result: %w", typ, err)
+		}
+	}
+	return nil
+}
+
+// isRev reports whether tx is a call from the worker to the host.
+func isRev(tx []byte) bool { return strings.HasPrefix(string(tx), revPrefix) }
+
+// openStream prepares a stream call on c: it binds sk to the connection
+// and appends to dst the frame of the first credit, which goes before the
+// request (the worker then knows the call for a stream). *tx is set.
+func (c *Client) openStream(dst []byte, sk *streamSink, typ string, tx *string) ([]byte, error) {
+	if !c.peer.stream {
+		return dst, fmt.Errorf("%w: %s is a stream", ErrUnsupported, typ)
+	}
+	if *tx == "" {
+		t, err := c.newTx(typ)
+		if err != nil {
+			return dst, err
+		}
+		*tx = t
+	}
+	id, win := *tx, [2]int{c.cfg.window, c.cfg.windowBytes}
+	sk.bind(c.cfg.ser, win, func(items, bytes int) { c.sendCredit(id, items, bytes) }, c.fail)
+	p, _ := c.cfg.ser.AppendPayload(nil, &creditPayload{Items: win[0], Bytes: win[1]})
+	return c.codec.frame(dst, typeCredit, id, p, 0)
+}
+
+// newTx returns a transaction id for a new call of type typ.
+func (c *Client) newTx(typ string) (string, error) {
+	if c.cfg.tx == nil {
+		return newUUID(), nil
+	}
+	tx := c.cfg.tx(&Message{Type: typ, ser: c.cfg.ser})
+	if err := checkTx(tx); err != nil {
+		return "", err
+	}
+	return tx, nil
+}
+
+// checkTx checks a transaction id from Options.NewTx.
+func checkTx(tx string) error {
+	switch {
+	case !utf8.ValidString(tx) || tx == "":
+		// The JSON wire would carry another tx, and the reply could never
+		// be matched.
+		return fmt.Errorf("worker: Options.NewTx returned %q: a transaction id must be non-empty valid UTF-8", tx)
+	case strings.HasPrefix(tx, reservedPrefix):
+		return fmt.Errorf("worker: Options.NewTx returned %q: ids starting with %q are reserved", tx, reservedPrefix)
+	}
+	return nil
+}
+
+// sendCredit gives the worker room for more items of the stream tx.
+func (c *Client) sendCredit(tx string, items, bytes int) {
+	p, _ := c.cfg.ser.AppendPayload(nil, &creditPayload{Items: items, Bytes: bytes})
+	if frame, err := c.codec.frame(nil, typeCredit, tx, p, 0); err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, _ = c.write(ctx, frame, nil, time.Now().Add(time.Second), false, false)
+	}
+}
+
+// control handles the extension messages that concern a call in flight
+// without ending it (stream items, progress, a cancelled call to the
+// host), and reports whether e was one.
+func (c *Client) control(e *wire.Envelope) bool {
+	switch string(e.Type) {
+	case typeItem:
+		if sk, _ := c.peek(e.Tx); sk != nil {
+			sk.push(append([]byte(nil), e.Payload...))
+		}
+	case typeProgress:
+		if _, ctx := c.peek(e.Tx); ctx != nil {
+			if o := observerOf(ctx); o != nil {
+				var p progressPayload
+				if e.Payload != nil && c.cfg.ser.DecodePayload(e.Payload, &p) == nil {
+					o.report(Progress{Done: p.Done, Total: p.Total, Message: p.Message})
+				}
+			}
+		}
+	case typeCancel:
+		var p cancelPayload
+		if e.Payload != nil && c.cfg.ser.DecodePayload(e.Payload, &p) == nil {
+			c.served.cancel(p.Tx)
+		}
+	default:
+		return false
+	}
+	return true
+}
+
+// peek returns the stream sink and context of the call of tx, if it is in
+// flight, leaving it there. (The call itself is reused once it ends: only
+// what it points to may be used after the shard's lock.)
+func (c *Client) peek(tx []byte) (*streamSink, context.Context) {
+	s := &c.pending[maphash.Bytes(pendingSeed, tx)%pendingShards]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cl := s.m[string(tx)]; cl != nil {
+		return cl.stream, cl.ctx
+	}
+	return nil, nil
+}
+
+// servedCalls are the calls from the worker that the host is running.
+type servedCalls struct {
+	mu      sync.Mutex
+	cancels map[string]context.CancelFunc
+}
+
+func (sc *servedCalls) add(tx string, cancel context.CancelFunc) bool {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.cancels == nil {
+		sc.cancels = make(map[string]context.CancelFunc)
+	}
+	if _, dup := sc.cancels[tx]; dup {
+		return false
+	}
+	sc.cancels[tx] = cancel
+	return true
+}
+
+func (sc *servedCalls) cancel(tx string) {
+	sc.mu.Lock()
+	f := sc.cancels[tx]
+	delete(sc.cancels, tx)
+	sc.mu.Unlock()
+	if f != nil {
+		f()
+	}
+}
+
+// serve runs a call from the worker with the host's handler, and answers
+// it on the connection.
+func (c *Client) serve(e *wire.Envelope) {
+	typ, tx := string(e.Type), string(e.Tx)
+	var h *handler
+	if c.cfg.handlers != nil {
+		h = (*c.cfg.handlers.handlers.Load())[typ]
+	}
+	if h == nil || h.stream {
+		go c.answer(tx, "", typ+"Error", nil, &RemoteError{Name: "Error", Message: unknownPrefix + typ, Code: codeUnknownMessage})
+		return
+	}
+	var payload []byte
+	if e.Payload != nil {
+		payload = append([]byte(nil), e.Payload...)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if e.Deadline > 0 {
+		ctx, cancel = context.WithDeadline(context.Background(), time.UnixMilli(e.Deadline))
+	}
+	if !c.served.add(tx, cancel) {
+		cancel()
+		return
+	}
+	go func() {
+		defer c.served.cancel(tx)
+		res, err := safeRun(ctx, h, c.cfg.ser, payload)
+		if err != nil {
+			err = contextError(ctx, err)
+		}
+		c.answer(tx, h.result, h.errType, res, err)
+	}()
+}
+
+// answer writes the reply to a call from the worker: res as a reply of
+// type typ, or err as one of type errType.
+func (c *Client) answer(tx, typ, errType string, res any, err error) {
+	var p []byte
+	if err == nil && res != nil {
+		if p, err = c.cfg.ser.AppendPayload(nil, res); err != nil {
+			err = encodeError(err)
+		}
+	}
+	if err != nil {
+		typ = errType
+		ep := toErrorPayload(err)
+		p, _ = c.cfg.ser.AppendPayload(nil, &ep)
+	}
+	frame, ferr := c.codec.frame(nil, typ, tx, p, 0)
+	if ferr != nil {
+		c.cfg.log.warn("cannot encode the reply to a call from the worker", "type", typ, "err", ferr)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, _ = c.write(ctx, frame, nil, time.Time{}, false, false)
+}

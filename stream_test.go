@@ -1,0 +1,312 @@
+package worker_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/isolated-workers/worker"
+)
+
+// The stream contract of the test workers (registered by
+// registerStreamHandlers, from registerHandlers).
+var (
+	// STCount streams 0..n-1 and returns their sum.
+	STCount = worker.DefineStream[int, int, int]("stCount")
+	// STFail streams n items, then fails.
+	STFail = worker.DefineStream[int, int, worker.Void]("stFail")
+	// STExit streams n items, then the worker exits with code 3.
+	STExit = worker.DefineStream[int, int, worker.Void]("stExit")
+	// STSent returns how many items stCount has sent in this worker.
+	STSent = worker.Define[worker.Void, int64]("stSent")
+	// STProgress reports progress 1/n..n/n, then returns n; with n < 0 it
+	// reports once and exits the worker with code 4 if its pid is -n.
+	STProgress = worker.Define[int, int]("stProgress")
+	// STAskHost asks the host (HostGet) and returns its answer.
+	STAskHost = worker.Define[string, string]("stAskHost")
+	// HostGet is served by the host: the worker's calls to it.
+	HostGet = worker.Define[string, string]("hostGet")
+)
+
+var stSent atomic.Int64
+
+func registerStreamHandlers(s *worker.Server) {
+	worker.HandleStream(s, STCount, func(ctx context.Context, n int, send func(int) error) (int, error) {
+		sum := 0
+		for i := range n {
+			if err := send(i); err != nil {
+				lastCanceled <- ctx.Err().Error()
+				return 0, err
+			}
+			stSent.Add(1)
+			sum += i
+		}
+		return sum, nil
+	})
+	worker.HandleStream(s, STFail, func(ctx context.Context, n int, send func(int) error) (worker.Void, error) {
+		for i := range n {
+			if err := send(i); err != nil {
+				return worker.Void{}, err
+			}
+		}
+		return worker.Void{}, worker.NewError("E_STREAM", fmt.Sprintf("failed after %d items", n))
+	})
+	worker.HandleStream(s, STExit, func(ctx context.Context, n int, send func(int) error) (worker.Void, error) {
+		for i := range n {
+			send(i)
+		}
+		fmt.Fprintln(os.Stderr, "st: exiting mid-stream")
+		os.Exit(3)
+		return worker.Void{}, nil
+	})
+	worker.Handle(s, STSent, func(ctx context.Context, _ worker.Void) (int64, error) { return stSent.Load(), nil })
+	worker.Handle(s, STProgress, func(ctx context.Context, n int) (int, error) {
+		if n < 0 {
+			worker.Report(ctx, worker.Progress{Done: 1, Total: 2, Message: "halfway"})
+			if os.Getpid() == -n {
+				os.Exit(4)
+			}
+			return n, nil
+		}
+		for i := 1; i <= n; i++ {
+			worker.Report(ctx, worker.Progress{Done: int64(i), Total: int64(n), Message: "step"})
+		}
+		return n, nil
+	})
+	worker.Handle(s, STAskHost, func(ctx context.Context, q string) (string, error) {
+		return worker.Call(ctx, worker.Host(ctx), HostGet, q)
+	})
+}
+
+// collect ranges over a stream and returns its items and final error.
+func collect[I, R any](seq iter.Seq2[I, error], _ func() (R, error)) ([]I, error) {
+	var out []I
+	for it, err := range seq {
+		if err != nil {
+			return out, err
+		}
+		out = append(out, it)
+	}
+	return out, nil
+}
+
+// Items arrive in order, then the final result, on both serializers.
+func TestStreamItemsAndResult(t *testing.T) {
+	t.Parallel()
+	for _, role := range []string{"worker", "worker-binary"} {
+		t.Run(role, func(t *testing.T) {
+			t.Parallel()
+			var opts *worker.Options
+			if role == "worker-binary" {
+				opts = &worker.Options{Serializer: worker.Binary}
+			}
+			w := spawn(t, role, opts)
+			items, result := worker.Stream(testCtx(t), w, STCount, 200)
+			got, err := collect(items, result)
+			if err != nil || len(got) != 200 {
+				t.Fatalf("got %d items, %v", len(got), err)
+			}
+			for i, v := range got {
+				if v != i {
+					t.Fatalf("item %d is %d", i, v)
+				}
+			}
+			if sum, err := result(); err != nil || sum != 199*200/2 {
+				t.Fatalf("result: %d, %v", sum, err)
+			}
+		})
+	}
+}
+
+// Leaving the range early cancels the handler; the result says so.
+func TestStreamBreakCancelsHandler(t *testing.T) {
+	t.Parallel()
+	w := spawn(t, "worker", &worker.Options{StreamWindow: 2})
+	items, result := worker.Stream(testCtx(t), w, STCount, 1_000_000)
+	n := 0
+	for _, err := range items {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n++; n == 3 {
+			break
+		}
+	}
+	if _, err := result(); !errors.Is(err, context.Canceled) {
+		t.Fatalf("result after break: %v", err)
+	}
+	handlerCanceled(t, w)
+}
+
+// The worker never runs more than the window ahead of the consumer.
+func TestStreamFlowControl(t *testing.T) {
+	t.Parallel()
+	const window = 4
+	w := spawn(t, "worker", &worker.Options{StreamWindow: window})
+	items, result := worker.Stream(testCtx(t), w, STCount, 60)
+	taken := 0
+	for _, err := range items {
+		if err != nil {
+			t.Fatal(err)
+		}
+		taken++
+		if taken%10 == 0 {
+			sent, err := worker.Call(testCtx(t), w, STSent, worker.Void{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The worker may have sent the window, and be about to count
+			// one more.
+			if sent > int64(taken+window) {
+				t.Fatalf("the worker sent %d items while the host had taken %d, with a window of %d", sent, taken, window)
+			}
+		}
+	}
+	if _, err := result(); err != nil || taken != 60 {
+		t.Fatalf("%d items, %v", taken, err)
+	}
+}
+
+// A handler's error, the caller's deadline and the worker's death end the
+// stream with the error as the last pair.
+func TestStreamEnds(t *testing.T) {
+	t.Parallel()
+	w := spawn(t, "worker", nil)
+	got, err := collect(worker.Stream(testCtx(t), w, STFail, 3))
+	if len(got) != 3 || !errors.Is(err, worker.NewError("E_STREAM", "")) {
+		t.Fatalf("a failing handler: %d items, %v", len(got), err)
+	}
+	ctx, cancel := context.WithTimeout(testCtx(t), 200*time.Millisecond)
+	defer cancel()
+	items, _ := worker.Stream(ctx, w, STCount, 1<<30)
+	n := 0
+	for _, err := range items {
+		if err != nil {
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("the deadline: %v", err)
+			}
+			break
+		}
+		n++
+		if n%100 == 0 { // slower than the worker: the window fills
+			time.Sleep(time.Millisecond)
+		}
+	}
+	handlerCanceled(t, w)
+	got, err = collect(worker.Stream(testCtx(t), w, STExit, 5))
+	if ce := asCrash(t, err); ce.ExitCode != 3 || len(got) != 5 {
+		t.Fatalf("the worker died: %d items, %+v", len(got), ce)
+	}
+}
+
+// A stream handler called as a plain message answers with an error.
+func TestStreamCalledPlainly(t *testing.T) {
+	t.Parallel()
+	w := spawn(t, "worker", nil)
+	_, err := worker.Call(testCtx(t), w, worker.Define[int, int](STCount.Name()), 3)
+	var re *worker.RemoteError
+	if !errors.As(err, &re) || re.Code != "E_NOT_STREAM" {
+		t.Fatalf("got %v", err)
+	}
+}
+
+// Progress reports reach the caller's observer, in order, the last one
+// last; a call sent again after a crash says so.
+func TestProgress(t *testing.T) {
+	t.Parallel()
+	w := spawn(t, "worker", &worker.Options{OnCrash: worker.CrashPolicy{Attempts: 2}})
+	var mu sync.Mutex
+	var seen []worker.Progress
+	ctx := worker.WithProgress(testCtx(t), func(p worker.Progress) { mu.Lock(); seen = append(seen, p); mu.Unlock() })
+	if n, err := worker.Call(ctx, w, STProgress, 5); err != nil || n != 5 {
+		t.Fatalf("got %d, %v", n, err)
+	}
+	last := func() worker.Progress { mu.Lock(); defer mu.Unlock(); return seen[len(seen)-1] }
+	eventually(t, 5*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return len(seen) > 0 && seen[len(seen)-1].Done == 5 },
+		"the last report")
+	if p := last(); p.Total != 5 || p.Attempt != 1 || p.Message != "step" {
+		t.Fatalf("last report: %+v", p)
+	}
+	mu.Lock()
+	for i := 1; i < len(seen); i++ {
+		if seen[i].Done <= seen[i-1].Done {
+			t.Fatalf("reports out of order: %+v", seen)
+		}
+	}
+	seen = nil
+	mu.Unlock()
+
+	pid := w.Pid()
+	if n, err := worker.Call(ctx, w, STProgress, -pid); err != nil || n != -pid {
+		t.Fatalf("the call sent again: %d, %v", n, err)
+	}
+	// Reports are a state: a slow observer gets the latest. The call sent
+	// again is attempt 2, and says so; no report of attempt 1 follows.
+	eventually(t, 5*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return len(seen) > 0 && last().Done == 1 },
+		"attempt 2's report")
+	mu.Lock()
+	defer mu.Unlock()
+	if p := seen[len(seen)-1]; p.Attempt != 2 || p.Message != "halfway" {
+		t.Fatalf("reports: %+v; want attempt 2's last", seen)
+	}
+	for i := 1; i < len(seen); i++ {
+		if seen[i].Attempt < seen[i-1].Attempt {
+			t.Fatalf("a report of an earlier attempt came later: %+v", seen)
+		}
+	}
+}
+
+// A worker's handler calls the host, which serves it with its own
+// handlers; errors, unknown messages and cancellation travel as for calls
+// to the worker.
+func TestHostCalls(t *testing.T) {
+	t.Parallel()
+	hs := worker.NewServer(nil)
+	canceled := make(chan error, 1)
+	worker.Handle(hs, HostGet, func(ctx context.Context, q string) (string, error) {
+		switch q {
+		case "fail":
+			return "", worker.NewError("E_HOST", "the host says no")
+		case "block":
+			<-ctx.Done()
+			canceled <- ctx.Err()
+			return "", ctx.Err()
+		}
+		return "host has " + q, nil
+	})
+	w := spawn(t, "worker", &worker.Options{Handlers: hs})
+	if got, err := worker.Call(testCtx(t), w, STAskHost, "data"); err != nil || got != "host has data" {
+		t.Fatalf("got %q, %v", got, err)
+	}
+	if _, err := worker.Call(testCtx(t), w, STAskHost, "fail"); !errors.Is(err, worker.NewError("E_HOST", "")) {
+		t.Fatalf("a host error: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(testCtx(t), 200*time.Millisecond)
+	defer cancel()
+	if _, err := worker.Call(ctx, w, STAskHost, "block"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a blocked host call: %v", err)
+	}
+	if err := recvWithin(t, canceled, 5*time.Second, "the host handler's cancellation"); err == nil {
+		t.Fatal("the host handler's context did not end")
+	}
+	plain := spawn(t, "worker", nil) // no Handlers
+	if _, err := worker.Call(testCtx(t), plain, STAskHost, "data"); !errors.Is(err, worker.ErrUnknownMessage) {
+		t.Fatalf("a host without the handler: %v", err)
+	}
+}
+
+// A stream on a pool runs on one member, and comes whole.
+func TestStreamOnPool(t *testing.T) {
+	t.Parallel()
+	p, _ := newPool(t, &worker.PoolOptions{Min: 2, Max: 2})
+	got, err := collect(worker.Stream(testCtx(t), p, STCount, 50))
+	if err != nil || len(got) != 50 {
+		t.Fatalf("%d items, %v", len(got), err)
+	}
+}
