@@ -66,12 +66,13 @@ type PoolOptions struct {
 	// Min is how many members are kept serving, started by NewPool; zero
 	// means 1. Max bounds them; zero means runtime.NumCPU() (at least Min).
 	Min, Max int
-	// MaxInFlight bounds the calls a member runs at once; zero means 16.
-	// A Go worker runs its requests concurrently, and a few in flight per
-	// connection let their frames share system calls, while least-loaded
-	// dispatch still spreads the work over the members. Set 1 for
-	// single-threaded workers (a Node worker) or for CPU-bound handlers
-	// that should each have a core.
+	// MaxInFlight bounds the calls a member runs at once; zero means 64.
+	// A Go worker runs its requests concurrently, and many in flight per
+	// connection let their frames share system calls (a call that waits
+	// in the pool's queue costs more than one waiting in a worker), while
+	// least-loaded dispatch still spreads the work over the members. Set
+	// 1 for single-threaded workers (a Node worker) or for CPU-bound
+	// handlers that should each have a core.
 	MaxInFlight int
 	// IdleTimeout is how long a member may go without a call before it is
 	// stopped, down to Min; zero means 30s. See Pool for the sizing rule.
@@ -110,7 +111,7 @@ func (o *PoolOptions) resolve() poolConfig {
 	if o == nil {
 		o = &PoolOptions{}
 	}
-	c := poolConfig{min: orDefault(o.Min, 1), max: o.Max, inFlight: orDefault(o.MaxInFlight, 16),
+	c := poolConfig{min: orDefault(o.Min, 1), max: o.Max, inFlight: orDefault(o.MaxInFlight, 64),
 		maxQueue: orDefault(o.MaxQueue, 1024), maxCalls: o.MaxCalls, idle: orDefault(o.IdleTimeout, 30*time.Second),
 		maxAge: o.MaxAge, limit: o.CallTimeLimit, maxMemory: o.MaxMemory, waitWhenFull: o.WaitWhenFull}
 	if c.max <= 0 {

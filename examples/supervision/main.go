@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/isolated-workers/worker"
@@ -91,6 +92,10 @@ func newServer() *worker.Server {
 	return s
 }
 
+// spins is what the hung handler counts; it is never read, but the
+// handler does not know that.
+var spins atomic.Int64
+
 func square(ctx context.Context, n int) (int, error) {
 	switch n {
 	case 13:
@@ -98,7 +103,8 @@ func square(ctx context.Context, n int) (int, error) {
 		go func() { m["unlucky"] = n }() // a nil map write, outside any handler: the process dies
 		select {}
 	case 42:
-		for { // ignores ctx: only killing the worker stops it
+		for i := 0; ; i++ { // ignores ctx: only killing the worker stops it
+			spins.Store(int64(i))
 		}
 	}
 	return n * n, nil
