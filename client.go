@@ -148,18 +148,8 @@ func (c *Client) send(ctx context.Context, typ string, payload, out any, tx *str
 	deadline, timeout := c.deadline(ctx, typ)
 	fbuf := getBuf()
 	defer putBuf(fbuf)
-	frame, sk, err := c.streamOf((*fbuf)[:0], out, typ, tx)
-	if err != nil {
-		return err
-	}
-	frame, tail, keep, id, err := c.encode(ctx, frame, typ, payload, deadline, *tx)
+	frame, tail, id, sk, err := c.prepare(ctx, (*fbuf)[:0], typ, payload, out, deadline, tx)
 	*fbuf = frame
-	if keep != "" {
-		*tx = keep
-	}
-	if err == nil && sk != nil && id != *tx {
-		err = fmt.Errorf("worker: %s: middleware changed a stream's transaction id", typ)
-	}
 	if err != nil {
 		return err
 	}
@@ -205,6 +195,23 @@ func (c *Client) send(ctx context.Context, typ string, payload, out any, tx *str
 	}
 }
 
+// prepare appends to dst the frames that start a call (see encode, and
+// streamOf for a stream), and returns them with the call's tx on the wire
+// and its stream sink, if it is one.
+func (c *Client) prepare(ctx context.Context, dst []byte, typ string, payload, out any, deadline time.Time, tx *string) (frame, tail []byte, id string, sk *streamSink, err error) {
+	if dst, sk, err = c.streamOf(dst, out, typ, tx); err != nil {
+		return dst, nil, "", nil, err
+	}
+	frame, tail, keep, id, err := c.encode(ctx, dst, typ, payload, deadline, *tx)
+	if keep != "" {
+		*tx = keep
+	}
+	if err == nil && sk != nil && id != *tx {
+		err = fmt.Errorf("worker: %s: middleware changed a stream's transaction id", typ)
+	}
+	return frame, tail, id, sk, err
+}
+
 // streamOf returns dst, with the frame of a stream's first credit appended
 // when out is a stream's sink (returned too; see openStream).
 func (c *Client) streamOf(dst []byte, out any, typ string, tx *string) ([]byte, *streamSink, error) {
@@ -219,11 +226,14 @@ func (c *Client) streamOf(dst []byte, out any, typ string, tx *string) ([]byte, 
 // extension handles a message of the stream extension that is not a
 // reply to a call of ours, and reports whether e was one.
 func (c *Client) extension(e *wire.Envelope) bool {
+	if len(e.Type) > len(reservedPrefix) && e.Type[0] == '_' && c.control(e) {
+		return true
+	}
 	if isRev(e.Tx) {
 		c.serve(e)
 		return true
 	}
-	return len(e.Type) > len(reservedPrefix) && e.Type[0] == '_' && c.control(e)
+	return false
 }
 
 // encode appends the frame of a request to dst. Its tx is tx or, when

@@ -93,6 +93,14 @@ func TestGoHostDrivesTypeScriptWorker(t *testing.T) {
 	if !errors.Is(err, worker.ErrUnknownMessage) {
 		t.Fatalf("unknown type: got %v", err)
 	}
+	// A stream cannot be: it fails at once, nothing sent, and ordinary
+	// calls go on.
+	if _, err := collect(worker.Stream(ctx, w, STCount, 3)); !errors.Is(err, worker.ErrUnsupported) {
+		t.Fatalf("a stream to a TypeScript worker: %v", err)
+	}
+	if _, err := worker.Call(ctx, w, nodePing, PingReq{Message: "still"}); err != nil {
+		t.Fatalf("a call after the stream: %v", err)
+	}
 	// A TypeScript worker keeps listening after a disconnect.
 	if err := w.Disconnect(); err != nil {
 		t.Fatalf("Disconnect: %v", err)

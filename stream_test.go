@@ -194,9 +194,6 @@ func TestStreamEnds(t *testing.T) {
 			break
 		}
 		n++
-		if n%100 == 0 { // slower than the worker: the window fills
-			time.Sleep(time.Millisecond)
-		}
 	}
 	handlerCanceled(t, w)
 	got, err = collect(worker.Stream(testCtx(t), w, STExit, 5))
@@ -248,7 +245,7 @@ func TestProgress(t *testing.T) {
 	}
 	// Reports are a state: a slow observer gets the latest. The call sent
 	// again is attempt 2, and says so; no report of attempt 1 follows.
-	eventually(t, 5*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return len(seen) > 0 && last().Done == 1 },
+	eventually(t, 5*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return len(seen) > 0 && seen[len(seen)-1].Done == 1 },
 		"attempt 2's report")
 	mu.Lock()
 	defer mu.Unlock()
@@ -268,12 +265,13 @@ func TestProgress(t *testing.T) {
 func TestHostCalls(t *testing.T) {
 	t.Parallel()
 	hs := worker.NewServer(nil)
-	canceled := make(chan error, 1)
+	blocked, canceled := make(chan struct{}, 1), make(chan error, 1)
 	worker.Handle(hs, HostGet, func(ctx context.Context, q string) (string, error) {
 		switch q {
 		case "fail":
 			return "", worker.NewError("E_HOST", "the host says no")
 		case "block":
+			blocked <- struct{}{}
 			<-ctx.Done()
 			canceled <- ctx.Err()
 			return "", ctx.Err()
@@ -287,13 +285,21 @@ func TestHostCalls(t *testing.T) {
 	if _, err := worker.Call(testCtx(t), w, STAskHost, "fail"); !errors.Is(err, worker.NewError("E_HOST", "")) {
 		t.Fatalf("a host error: %v", err)
 	}
-	ctx, cancel := context.WithTimeout(testCtx(t), 200*time.Millisecond)
-	defer cancel()
-	if _, err := worker.Call(ctx, w, STAskHost, "block"); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("a blocked host call: %v", err)
+	// Cancelled (no deadline): the worker's handler's context ends, its
+	// call to the host is cancelled, and so is the host's handler.
+	ctx, cancel := context.WithCancel(testCtx(t))
+	errc := make(chan error, 1)
+	go func() {
+		_, err := worker.Call(ctx, w, STAskHost, "block")
+		errc <- err
+	}()
+	recvWithin(t, blocked, 10*time.Second, "the host handler to run")
+	cancel()
+	if err := recvWithin(t, errc, 5*time.Second, "the cancelled call"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a cancelled call: %v", err)
 	}
-	if err := recvWithin(t, canceled, 5*time.Second, "the host handler's cancellation"); err == nil {
-		t.Fatal("the host handler's context did not end")
+	if err := recvWithin(t, canceled, 5*time.Second, "the host handler's cancellation"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("the host handler's context: %v", err)
 	}
 	plain := spawn(t, "worker", nil) // no Handlers
 	if _, err := worker.Call(testCtx(t), plain, STAskHost, "data"); !errors.Is(err, worker.ErrUnknownMessage) {
