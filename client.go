@@ -544,7 +544,12 @@ func (c *Client) readLoop() {
 			}
 			continue
 		}
-		cl.done <- c.deliver(cl, &e, c.rd.Owned())
+		owned := c.rd.Owned()
+		err = c.deliver(cl, &e, owned)
+		if owned {
+			e = wire.Envelope{} // before the caller wakes: nothing keeps the big frame
+		}
+		cl.done <- err
 		if len(c.rd.Buffered()) == 0 {
 			// Let the callers just answered run before this goroutine
 			// reads again (most likely to find nothing yet): a caller that

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -67,12 +68,19 @@ func hsHello(ser worker.Serializer) string {
 		`","capabilities":["cancel","deadline","shutdown"]}}` + "\n"
 }
 
+// hsHelloStream is a hello that asks for the stream extension.
+func hsHelloStream(ser worker.Serializer) string {
+	return `{"type":"__iw.hello","tx":"h","payload":{"protocol":1,"serializer":"` + ser.Name() +
+		`","capabilities":["cancel","deadline","shutdown","probe","stream"]}}` + "\n"
+}
+
 // hsExpectation is what a correct Server answers to a host stream.
 type hsExpectation struct {
 	replies map[string]int             // tx -> number of replies due
 	types   map[string]map[string]bool // tx -> the reply types that may answer it
 	exact   bool                       // false when a shutdown makes later replies optional
 	peer    bool                       // the handshake succeeded: a protocol error is announced
+	streams bool                       // the host asked for the stream extension
 }
 
 func (x *hsExpectation) expect(tx string, types ...string) {
@@ -114,6 +122,7 @@ func hsModel(data []byte, bin bool) *hsExpectation {
 		}
 		x.expect(string(e.Tx), "__iw.helloResult")
 		x.peer = true
+		x.streams = slices.Contains(h.Capabilities, "stream")
 		rest = jr.Buffered()
 	}
 	rd := wire.NewReader(bytes.NewReader(rest), term, hsFuzzLimit)
@@ -126,10 +135,15 @@ func hsModel(data []byte, bin bool) *hsExpectation {
 		if hsParse(bin, frame, &e) != nil || len(e.Tx) == 0 {
 			return x
 		}
-		switch typ := string(e.Type); typ {
-		case "__iw.cancel":
+		switch typ := string(e.Type); {
+		case x.streams && strings.HasPrefix(string(e.Tx), "__iw.r"):
+			// A reply to a call of the worker to the host: none is in
+			// flight, so it is dropped.
+		case typ == "__iw.cancel", typ == "__iw.credit":
 			// Never answered.
-		case "__iw.shutdown":
+		case typ == "__iw.ping", typ == "__iw.goroutines":
+			x.expect(string(e.Tx), typ+"Result", typ+"Error") // a dump may be too large
+		case typ == "__iw.shutdown":
 			x.expect(string(e.Tx), "__iw.shutdownResult")
 			x.exact = false // what was not read before the connection closed gets no reply
 		default:
@@ -216,6 +230,12 @@ func FuzzServeConn(f *testing.F) {
 		f.Add(cat([]byte(hsHello(ser)), req("echo", "e", `"aGk="`), req("__iw.shutdown", "s", ``), req("ping", "late", `{}`)), bin, uint8(9))
 		f.Add(cat(req("ping", "1", `{"message":"a"}`), req("ping", "", `{}`), req("ping", "2", `{}`)), bin, uint8(2))
 		f.Add(cat([]byte(hsHello(worker.Binary)), req("ping", "1", `{}`)), bin, uint8(5))
+		// The extensions: credit for a stream that never comes, a credit
+		// before an ordinary request, a probe, a goroutine dump, a reply
+		// to a call to the host that nobody made.
+		f.Add(cat([]byte(hsHelloStream(ser)), req("__iw.credit", "s1", `{"items":4,"bytes":1024}`), req("ping", "s1", `{"message":"a"}`),
+			req("__iw.ping", "p", ``), req("__iw.goroutines", "g", `{"type":"ping"}`), req("pingResult", "__iw.r1", `{}`),
+			req("__iw.credit", "s2", `{"items":-1,"bytes":"x"}`)), bin, uint8(6))
 		f.Add(cat(req("ping", "1", `{"message":"a"}`), []byte("garbage\n\x00\x00\x00\x01x")), bin, uint8(255))
 	}
 	f.Add([]byte("\n\n \n{\"type\":\"ping\",\"tx\":\"1\",\"payload\":[[[[[[]]]]]]}\n{\"tx\":\"2\"}\n"), false, uint8(4))
@@ -293,7 +313,7 @@ func FuzzServeConn(f *testing.F) {
 			ended = true
 		case <-time.After(hsHangBound):
 			mu.Lock()
-			t.Fatalf("hang: the connection is open, %d of %d replies arrived; due %v, got %v", received, due, want.replies, got)
+			t.Fatalf("hang: the connection is open, %d of %d replies arrived; due %v, got %v; problems %v", received, due, want.replies, got, problems)
 		}
 		if err := hsWait(t, read, "the end of the replies"); err != nil {
 			t.Fatal(err)
