@@ -51,6 +51,9 @@ type call struct {
 	ctx    context.Context
 	typ    string
 	stream *streamSink // a stream's items go there; nil for a plain call
+	// progressed says that progress was reported: the call returns once
+	// its observer has had the reports.
+	progressed bool
 	out    any         // where a result is decoded; nil to drop it
 	done   chan error  // receives the outcome exactly once
 }
@@ -336,7 +339,10 @@ func (c *Client) wait(cl *call) error {
 }
 
 func (c *Client) release(cl *call) {
-	cl.ctx, cl.out, cl.stream = nil, nil, nil
+	if cl.progressed {
+		observerOf(cl.ctx).flush()
+	}
+	cl.ctx, cl.out, cl.stream, cl.progressed = nil, nil, nil, false
 	calls.Put(cl)
 }
 

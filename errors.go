@@ -195,6 +195,10 @@ func toErrorPayload(err error) errorPayload {
 	var c interface{ ErrorCode() string }
 	if errors.As(err, &c) {
 		p.Code = c.ErrorCode()
+		// The code travels as the code: the text of a wrapped error (a
+		// RemoteError, say) must not carry it too, or the other side
+		// shows it twice.
+		p.Message = strings.Replace(p.Message, " ["+p.Code+"]", "", 1)
 	}
 	if re != nil {
 		p.Name, p.Stack = re.Name, re.Stack

@@ -374,7 +374,9 @@ type requestKey struct{}
 // the worker's Report calls, in order, and, when a call is sent again
 // after a crash, a report that says so (Attempt). f runs on a goroutine
 // of its own; when it is slower than the reports, it gets the latest one
-// (progress is a state, not a log).
+// (progress is a state, not a log). A call returns once f has had the
+// reports that arrived before its reply. Use one such context per call:
+// the attempt count is the context's.
 func WithProgress(ctx context.Context, f func(Progress)) context.Context {
 	return context.WithValue(ctx, progressKey{}, &progressObserver{f: f, attempt: 1})
 }
@@ -389,6 +391,7 @@ type progressObserver struct {
 	latest  Progress
 	pending bool
 	running bool
+	idle    chan struct{} // closed when run returns
 }
 
 func observerOf(ctx context.Context) *progressObserver {
@@ -403,8 +406,21 @@ func (o *progressObserver) report(p Progress) {
 	p.Attempt = o.attempt
 	o.latest, o.pending = p, true
 	if !o.running {
-		o.running = true
-		go o.run()
+		o.running, o.idle = true, make(chan struct{})
+		go o.run(o.idle)
+	}
+}
+
+// flush returns once the reports made so far have been delivered.
+func (o *progressObserver) flush() {
+	if o == nil {
+		return
+	}
+	o.mu.Lock()
+	running, idle := o.running, o.idle
+	o.mu.Unlock()
+	if running {
+		<-idle
 	}
 }
 
@@ -419,7 +435,8 @@ func (o *progressObserver) resent(n int) {
 	o.report(Progress{Message: fmt.Sprintf("sent again after the worker crashed (attempt %d)", n)})
 }
 
-func (o *progressObserver) run() {
+func (o *progressObserver) run(idle chan struct{}) {
+	defer close(idle)
 	for {
 		o.mu.Lock()
 		if !o.pending {
@@ -646,7 +663,7 @@ func (c *Client) control(e *wire.Envelope) bool {
 			sk.push(append([]byte(nil), e.Payload...))
 		}
 	case typeProgress:
-		if _, ctx := c.peek(e.Tx); ctx != nil {
+		if ctx := c.progressed(e.Tx); ctx != nil {
 			if o := observerOf(ctx); o != nil {
 				var p progressPayload
 				if e.Payload != nil && c.cfg.ser.DecodePayload(e.Payload, &p) == nil {
@@ -676,6 +693,19 @@ func (c *Client) peek(tx []byte) (*streamSink, context.Context) {
 		return cl.stream, cl.ctx
 	}
 	return nil, nil
+}
+
+// progressed marks the call of tx as one whose progress was reported,
+// and returns its context; nil if it is not in flight.
+func (c *Client) progressed(tx []byte) context.Context {
+	s := &c.pending[maphash.Bytes(pendingSeed, tx)%pendingShards]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cl := s.m[string(tx)]; cl != nil {
+		cl.progressed = true
+		return cl.ctx
+	}
+	return nil
 }
 
 // servedCalls are the calls from the worker that the host is running.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"iter"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -128,17 +129,26 @@ func TestStreamItemsAndResult(t *testing.T) {
 func TestStreamBreakCancelsHandler(t *testing.T) {
 	t.Parallel()
 	w := spawn(t, "worker", &worker.Options{StreamWindow: 2})
-	items, result := worker.Stream(testCtx(t), w, STCount, 1_000_000)
-	n := 0
-	for _, err := range items {
-		if err != nil {
-			t.Fatal(err)
+	// No deadline: only the break can end the stream.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	items, result := worker.Stream(ctx, w, STCount, 1_000_000)
+	ranged := make(chan error, 1)
+	go func() {
+		n := 0
+		for _, err := range items {
+			if err != nil {
+				ranged <- err
+				return
+			}
+			if n++; n == 3 {
+				break
+			}
 		}
-		if n++; n == 3 {
-			break
-		}
-	}
-	if _, err := result(); !errors.Is(err, context.Canceled) {
+		_, err := result()
+		ranged <- err
+	}()
+	if err := recvWithin(t, ranged, 10*time.Second, "the range to end after its break"); !errors.Is(err, context.Canceled) {
 		t.Fatalf("result after break: %v", err)
 	}
 	handlerCanceled(t, w)
@@ -220,14 +230,19 @@ func TestProgress(t *testing.T) {
 	w := spawn(t, "worker", &worker.Options{OnCrash: worker.CrashPolicy{Attempts: 2}})
 	var mu sync.Mutex
 	var seen []worker.Progress
-	ctx := worker.WithProgress(testCtx(t), func(p worker.Progress) { mu.Lock(); seen = append(seen, p); mu.Unlock() })
+	// A slow observer (a terminal, say): the reports pile up behind it.
+	ctx := worker.WithProgress(testCtx(t), func(p worker.Progress) {
+		time.Sleep(5 * time.Millisecond)
+		mu.Lock()
+		seen = append(seen, p)
+		mu.Unlock()
+	})
 	if n, err := worker.Call(ctx, w, STProgress, 5); err != nil || n != 5 {
 		t.Fatalf("got %d, %v", n, err)
 	}
 	last := func() worker.Progress { mu.Lock(); defer mu.Unlock(); return seen[len(seen)-1] }
-	eventually(t, 5*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return len(seen) > 0 && seen[len(seen)-1].Done == 5 },
-		"the last report")
-	if p := last(); p.Total != 5 || p.Attempt != 1 || p.Message != "step" {
+	// The call returns once the observer has had its reports.
+	if p := last(); p.Done != 5 || p.Total != 5 || p.Attempt != 1 || p.Message != "step" {
 		t.Fatalf("last report: %+v", p)
 	}
 	mu.Lock()
@@ -282,7 +297,10 @@ func TestHostCalls(t *testing.T) {
 	if got, err := worker.Call(testCtx(t), w, STAskHost, "data"); err != nil || got != "host has data" {
 		t.Fatalf("got %q, %v", got, err)
 	}
-	if _, err := worker.Call(testCtx(t), w, STAskHost, "fail"); !errors.Is(err, worker.NewError("E_HOST", "")) {
+	// The host's error reaches the worker's handler, which returns it, and
+	// so back to the host's caller: its code once, and matching.
+	if _, err := worker.Call(testCtx(t), w, STAskHost, "fail"); !errors.Is(err, worker.NewError("E_HOST", "")) ||
+		strings.Count(err.Error(), "[E_HOST]") != 1 {
 		t.Fatalf("a host error: %v", err)
 	}
 	// Cancelled (no deadline): the worker's handler's context ends, its
@@ -314,5 +332,33 @@ func TestStreamOnPool(t *testing.T) {
 	got, err := collect(worker.Stream(testCtx(t), p, STCount, 50))
 	if err != nil || len(got) != 50 {
 		t.Fatalf("%d items, %v", len(got), err)
+	}
+}
+
+// A stream whose consumer stops taking items holds up nothing else: calls
+// on the same connection go on while its window is full.
+func TestStreamSlowConsumerStallsNothing(t *testing.T) {
+	t.Parallel()
+	w := spawn(t, "worker", &worker.Options{StreamWindow: 2})
+	items, _ := worker.Stream(testCtx(t), w, STCount, 1_000_000)
+	for _, err := range items {
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The range is stopped here, the worker's window fills up; other
+		// calls still get their answers.
+		eventually(t, 10*time.Second, func() bool {
+			n, err := worker.Call(testCtx(t), w, STSent, worker.Void{})
+			return err == nil && n >= 2
+		}, "the worker to fill the window")
+		for i := range 20 {
+			ctx, cancel := context.WithTimeout(testCtx(t), 5*time.Second)
+			res, err := worker.Call(ctx, w, Add, AddReq{A: i, B: 1})
+			cancel()
+			if err != nil || res.Sum != i+1 {
+				t.Fatalf("call %d beside a stalled stream: %+v, %v", i, res, err)
+			}
+		}
+		break
 	}
 }
