@@ -54,8 +54,8 @@ type call struct {
 	// progressed says that progress was reported: the call returns once
 	// its observer has had the reports.
 	progressed bool
-	out    any         // where a result is decoded; nil to drop it
-	done   chan error  // receives the outcome exactly once
+	out        any        // where a result is decoded; nil to drop it
+	done       chan error // receives the outcome exactly once
 }
 
 var calls = sync.Pool{New: func() any { return &call{done: make(chan error, 1)} }}
