@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"os/exec"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -336,16 +338,25 @@ func TestPoolStartFailure(t *testing.T) {
 	}
 }
 
+// chaosDuration is how long the chaos tests run: d, a second with -short,
+// or IW_CHAOS_SECONDS (the 10 s: IW_CHAOS_SECONDS=10).
+func chaosDuration(d time.Duration) time.Duration {
+	if n, err := strconv.Atoi(os.Getenv("IW_CHAOS_SECONDS")); err == nil && n > 0 {
+		return time.Duration(n) * time.Second
+	}
+	if testing.Short() {
+		return time.Second
+	}
+	return d
+}
+
 // Chaos: 64 callers while a random member is SIGKILLed every 200ms: every
 // call gets its own answer or, past the crash policy, a *CrashError;
 // none is lost; the pool is back to its size afterwards.
 func TestPoolChaos(t *testing.T) {
 	t.Parallel()
 	const callers = 64
-	chaos := 3 * time.Second
-	if testing.Short() {
-		chaos = time.Second
-	}
+	chaos := chaosDuration(3 * time.Second)
 	p, pids := newPool(t, &worker.PoolOptions{Min: 3, Max: 3, Worker: &worker.Options{OnCrash: worker.CrashPolicy{Attempts: 3}}})
 	stop := make(chan struct{})
 	var answered, crashed, kills atomic.Int64

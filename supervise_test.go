@@ -275,10 +275,7 @@ func TestSupervisionDoneAfterClose(t *testing.T) {
 func TestSupervisionChaos(t *testing.T) {
 	t.Parallel()
 	const callers, period = 64, 100 * time.Millisecond
-	chaos := 3 * time.Second
-	if testing.Short() {
-		chaos = time.Second
-	}
+	chaos := chaosDuration(3 * time.Second)
 	var mu sync.Mutex
 	var pids []int
 	w := lcSpawn(t, "sv-worker", &worker.Options{OnCrash: worker.CrashPolicy{Attempts: 3},
