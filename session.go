@@ -112,7 +112,11 @@ func (ss *session) dispatch(e *wire.Envelope) *request {
 		ss.send(ss.ctx, tx, typePing+"Result", typePing+"Error", nil)
 		return nil
 	case typeGoroutines:
-		go ss.goroutinesRequested(tx, e.Payload)
+		var req goroutinesRequest
+		if e.Payload != nil {
+			_ = ss.codec.ser.DecodePayload(e.Payload, &req) // now: the reader reuses e's memory
+		}
+		go ss.goroutinesRequested(tx, req.Type)
 		return nil
 	}
 	ss.replyError(ss.ctx, tx, string(e.Type)+"Error", &RemoteError{Name: "Error",
@@ -266,13 +270,9 @@ func (ss *session) revReply(e *wire.Envelope) {
 
 // goroutinesRequested answers the host's request for the goroutines that
 // run a handler (see dumpGoroutines).
-func (ss *session) goroutinesRequested(tx string, payload []byte) {
-	var req goroutinesRequest
-	if payload != nil {
-		_ = ss.codec.ser.DecodePayload(payload, &req)
-	}
+func (ss *session) goroutinesRequested(tx, typ string) {
 	fn := ""
-	if h := (*ss.s.handlers.Load())[req.Type]; h != nil {
+	if h := (*ss.s.handlers.Load())[typ]; h != nil {
 		fn = h.fn
 	}
 	p, _ := ss.codec.ser.AppendPayload(nil, &goroutinesReply{Goroutines: dumpGoroutines(fn)})
