@@ -88,7 +88,10 @@ func newClient(ctx context.Context, conn net.Conn, cfg *hostConfig, set clientSe
 		c.pending[i].m = make(map[string]*call)
 	}
 	c.wq.Conn = conn
-	c.wq.Broken = func(err error) { c.fail(c.lostErr(fmt.Errorf("worker: writing to the worker: %w", err))) }
+	// Broken runs on a writer's goroutine: the loss (which may wait a moment
+	// for the process's exit status) is handled on another, and the writer
+	// waits for it within its context (see write).
+	c.wq.Broken = func(err error) { go c.fail(c.lostErr(fmt.Errorf("worker: writing to the worker: %w", err))) }
 	c.wq.FinishWithin = cfg.stuck
 	if cfg.stuck <= 0 {
 		c.wq.FinishWithin = defaultStuckTimeout
@@ -339,7 +342,7 @@ func (c *Client) wait(cl *call) error {
 }
 
 func (c *Client) release(cl *call) {
-	if cl.progressed {
+	if cl.progressed && cl.ctx.Err() == nil {
 		observerOf(cl.ctx).flush()
 	}
 	cl.ctx, cl.out, cl.stream, cl.progressed = nil, nil, nil, false
@@ -495,6 +498,7 @@ func (c *Client) fail(err error) {
 	c.mu.Unlock()
 	c.conn.Close()
 	c.stuck.end()
+	c.served.cancelAll() // nobody can receive their answers
 	for i := range c.pending {
 		s := &c.pending[i]
 		s.mu.Lock()
@@ -542,8 +546,8 @@ func (c *Client) readLoop() {
 			if string(e.Type) == typePing+"Result" {
 				continue // the probe's answer: it was read, that is all
 			}
+			c.stuck.answered(e.Tx) // whether or not gaveUp still remembers it
 			if c.gaveUp.has(e.Tx) {
-				c.stuck.answered(e.Tx)
 				c.cfg.log.debug("dropping the late reply of a call that was given up", "type", string(e.Type), "tx", string(e.Tx))
 			} else {
 				c.cfg.log.warn("dropping a reply to an unknown transaction", "type", string(e.Type), "tx", string(e.Tx))

@@ -96,7 +96,8 @@ type PoolOptions struct {
 	// does, and the call fails with a *CrashError that matches
 	// ErrCallTimeLimit (it is not sent again). The member's other calls
 	// fail or are sent again as for any crash. Zero means no limit. A
-	// context's deadline, by contrast, only cancels the handler.
+	// context's deadline, by contrast, only cancels the handler. A
+	// stream's time includes its consumer's: a slow range counts.
 	CallTimeLimit time.Duration
 }
 
@@ -235,6 +236,7 @@ func (p *Pool) watch(m *member) {
 	}
 	p.broadcast()
 	p.replenish()
+	p.redispatch()
 }
 
 // Invoke implements Caller: the call runs on a member (see Pool).
@@ -284,16 +286,21 @@ func (p *Pool) run(ctx context.Context, m *member, typ string, payload, out any,
 		sent, err = m.w.call(ctx, typ, payload, out, tx)
 		return sent, false, err
 	}
-	hit := make(chan struct{})
+	var mu sync.Mutex
+	returned, killing := false, false
 	t := time.AfterFunc(p.cfg.limit, func() {
-		close(hit)
-		m.w.kill(typ, fmt.Errorf("%w: call %q ran longer than the pool's limit of %v", ErrCallTimeLimit, typ, p.cfg.limit))
+		mu.Lock()
+		killing = !returned // a call that has just returned is not killed
+		mu.Unlock()
+		if killing {
+			m.w.kill(typ, fmt.Errorf("%w: call %q ran longer than the pool's limit of %v", ErrCallTimeLimit, typ, p.cfg.limit))
+		}
 	})
 	sent, err = m.w.call(ctx, typ, payload, out, tx)
-	if !t.Stop() {
-		<-hit
-		limited = err != nil
-	}
+	t.Stop()
+	mu.Lock()
+	returned, limited = true, killing && err != nil
+	mu.Unlock()
 	return sent, limited, err
 }
 
@@ -432,6 +439,7 @@ func (p *Pool) release(m *member, err error) {
 	if errors.As(err, &crash) && !m.gone {
 		m.gone = true // dead: watch removes it
 		p.replenish()
+		p.redispatch() // keyed calls waiting for m now route elsewhere
 	}
 	switch {
 	case m.retiring && m.inflight == 0 && !m.gone:
@@ -453,6 +461,20 @@ func (p *Pool) dispatch(m *member) {
 			wt.got <- grant{m: m}
 		}
 		e = next
+	}
+}
+
+// redispatch offers the queue to every serving member: when a member
+// leaves the routing, the keys it had go to others, whose calls may wait
+// for no release of theirs; p.mu must be held.
+func (p *Pool) redispatch() {
+	for _, m := range p.members {
+		if p.queue.Len() == 0 {
+			return
+		}
+		if !m.retiring && !m.gone {
+			p.dispatch(m)
+		}
 	}
 }
 
@@ -495,6 +517,10 @@ func (p *Pool) grow() {
 // p.mu must be held.
 func (p *Pool) replenish() {
 	if p.closing {
+		// Shutdown: the calls queued still need a member, if none is left.
+		if p.queue.Len() > 0 && p.serving()+p.starting == 0 {
+			p.start()
+		}
 		return
 	}
 	for p.serving()+p.starting < p.cfg.min {
@@ -510,7 +536,7 @@ func (p *Pool) replenish() {
 // start starts a member in the background, unless starts are failing and
 // the pause after the last failure has not passed; p.mu must be held.
 func (p *Pool) start() bool {
-	if p.closing || time.Now().Before(p.nextStart) {
+	if p.closing && p.queue.Len() == 0 || p.stopCtx.Err() != nil || time.Now().Before(p.nextStart) {
 		return false
 	}
 	p.starting++
@@ -574,6 +600,7 @@ func (p *Pool) retire(m *member, recycle bool) {
 	if recycle {
 		p.stats.recycles.Add(1)
 	}
+	defer p.redispatch()
 	if m.inflight == 0 {
 		p.stopMember(m)
 	}

@@ -411,3 +411,24 @@ func TestPoolChaos(t *testing.T) {
 	}
 	eventually(t, 30*time.Second, func() bool { s := p.Stats(); return s.Idle == 3 && members(p) == 3 }, "the pool back to 3")
 }
+
+// Shutdown with calls queued while the only member retires (MaxCalls): a
+// member is started for them, and Shutdown returns once they are done.
+func TestPoolShutdownServesTheQueue(t *testing.T) {
+	t.Parallel()
+	p, _ := newPool(t, &worker.PoolOptions{Min: 1, Max: 1, MaxInFlight: 1, MaxCalls: 2})
+	running := nap(testCtx(t), p, 300)
+	eventually(t, 10*time.Second, func() bool { return p.Stats().Busy == 1 }, "the member busy")
+	queued := []<-chan napResult{nap(testCtx(t), p, 10), nap(testCtx(t), p, 10)}
+	eventually(t, 10*time.Second, func() bool { return p.Stats().Queued == 2 }, "two queued calls")
+	ctx, cancel := context.WithTimeout(testCtx(t), 20*time.Second)
+	defer cancel()
+	if err := p.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	for _, ch := range append(queued, running) {
+		if r := <-ch; r.err != nil {
+			t.Fatalf("a call drained by Shutdown: %v", r.err)
+		}
+	}
+}

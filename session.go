@@ -44,9 +44,13 @@ type session struct {
 	proc   *procState    // the worker process's, or nil
 	// streams says that the host takes streams, progress and calls to it.
 	streams bool
-	rev     revCalls            // calls to the host in flight
-	revNext atomic.Uint64       // numbers the calls to the host
-	early   map[string]*credits // credit for streams whose request is yet to come (reader's)
+	rev     revCalls      // calls to the host in flight
+	revNext atomic.Uint64 // numbers the calls to the host
+	// early is the credit of the stream whose request is the next frame:
+	// a host writes the two together. Any other frame drops it, so a
+	// credit that comes after its stream ended costs nothing. (Reader's.)
+	early   *credits
+	earlyTx string
 }
 
 // tracker is the requests of a session that are being handled, by tx.
@@ -85,13 +89,15 @@ func (ss *session) serve() error {
 // dispatch handles one parsed message, and returns the request whose
 // handler is to run, if any: it then holds the in-flight slot.
 func (ss *session) dispatch(e *wire.Envelope) *request {
+	early, earlyTx := ss.early, ss.earlyTx
+	ss.early, ss.earlyTx = nil, ""
 	if ss.streams && isRev(e.Tx) {
 		ss.revReply(e)
 		return nil
 	}
 	h := (*ss.s.handlers.Load())[string(e.Type)]
 	if h != nil {
-		return ss.start(h, e)
+		return ss.start(h, e, early, earlyTx)
 	}
 	tx := string(e.Tx)
 	if len(e.Type) == 0 {
@@ -126,15 +132,12 @@ func (ss *session) dispatch(e *wire.Envelope) *request {
 
 // start registers a request for its handler h, and returns it; nil when it
 // was refused (and answered).
-func (ss *session) start(h *handler, e *wire.Envelope) *request {
+func (ss *session) start(h *handler, e *wire.Envelope, early *credits, earlyTx string) *request {
 	r := &request{parent: ss.ctx, h: h, ss: ss}
 	r.setTx(e.Tx)
 	tx := r.tx
-	if c := ss.early[tx]; c != nil {
-		delete(ss.early, tx)
-		if h.stream {
-			r.credit = c
-		}
+	if h.stream && early != nil && earlyTx == tx {
+		r.credit = early
 	}
 	if ss.peer {
 		r.deadline = fromUnixMilli(e.Deadline)
@@ -231,9 +234,6 @@ func (ss *session) shutdownRequested(tx string) {
 	ss.s.Shutdown(ctx)
 }
 
-// maxEarly bounds the streams whose credit came and whose request has not.
-const maxEarly = 1024
-
 // creditTx adds the credit of a typeCredit message to its stream: to the
 // request if it runs, else for the request that follows.
 func (ss *session) creditTx(e *wire.Envelope) {
@@ -247,13 +247,10 @@ func (ss *session) creditTx(e *wire.Envelope) {
 	switch {
 	case r != nil && r.credit != nil:
 		r.credit.grant(p.Items, p.Bytes)
-	case r == nil && len(ss.early) < maxEarly:
-		if ss.early == nil {
-			ss.early = make(map[string]*credits)
-		}
+	case r == nil:
 		c := newCredits()
 		c.grant(p.Items, p.Bytes)
-		ss.early[string(e.Tx)] = c
+		ss.early, ss.earlyTx = c, string(e.Tx)
 	}
 }
 

@@ -188,6 +188,9 @@ func (sk *streamSink) next(done <-chan error, err *error, finished *bool) (b []b
 		case <-sk.wake:
 		case *err = <-done:
 			*finished = true
+			sk.mu.Lock()
+			sk.credit = nil // the worker is done with this stream: no more credit
+			sk.mu.Unlock()
 		}
 	}
 }
@@ -199,7 +202,9 @@ func (sk *streamSink) consumed(n int) {
 	sk.used[0]++
 	sk.used[1] += n
 	var items, bytes int
-	if 2*sk.used[0] >= sk.window[0] || 2*sk.used[1] >= sk.window[1] {
+	// Half the window, or all that was taken once the range has caught up
+	// (an item bigger than the credit left must not wait for half).
+	if 2*sk.used[0] >= sk.window[0] || 2*sk.used[1] >= sk.window[1] || len(sk.queue) == 0 {
 		items, bytes = sk.used[0], sk.used[1]
 		sk.used = [2]int{}
 	}
@@ -235,7 +240,7 @@ const (
 )
 
 // HandleStream registers h as the handler of the streaming message m on s.
-// h sends items with send, which blocks while the host's window is full
+// h sends items with send (safe for concurrent use), which blocks while the host's window is full
 // (flow control) and returns an error once the stream has ended (the host
 // left the range, or its context ended: ctx is cancelled then too, and h
 // should return); h's result is the stream's final result. Errors and
@@ -284,6 +289,10 @@ func (c *credits) grant(items, bytes int) {
 	c.items += items
 	c.bytes += bytes
 	c.mu.Unlock()
+	c.signal()
+}
+
+func (c *credits) signal() {
 	select {
 	case c.wake <- struct{}{}:
 	default:
@@ -298,7 +307,11 @@ func (c *credits) take(ctx context.Context, n int) error {
 		if c.items > 0 && (c.bytes >= n || c.bytes >= c.window) {
 			c.items--
 			c.bytes -= n
+			more := c.items > 0 && c.bytes > 0
 			c.mu.Unlock()
+			if more {
+				c.signal() // another sender may be waiting: one grant, one wake
+			}
 			return nil
 		}
 		c.mu.Unlock()
@@ -476,11 +489,13 @@ type hostCaller struct{ ss *session }
 // Invoke implements Caller.
 func (h hostCaller) Invoke(ctx context.Context, typ string, payload, out any) error {
 	ss := h.ss
-	switch {
+	switch _, stream := out.(*streamSink); {
 	case ss == nil:
 		return errors.New("worker: Host: the context is not a handler's")
 	case !ss.streams:
 		return ErrUnsupported
+	case stream:
+		return fmt.Errorf("%w: a handler cannot open a stream to its host; call it for each part instead", ErrUnsupported)
 	}
 	p, err := ss.codec.ser.AppendPayload(nil, payload)
 	if err != nil {
@@ -725,6 +740,17 @@ func (sc *servedCalls) add(tx string, cancel context.CancelFunc) bool {
 	}
 	sc.cancels[tx] = cancel
 	return true
+}
+
+// cancelAll cancels every call being run: the connection has ended.
+func (sc *servedCalls) cancelAll() {
+	sc.mu.Lock()
+	fs := sc.cancels
+	sc.cancels = nil
+	sc.mu.Unlock()
+	for _, f := range fs {
+		f()
+	}
 }
 
 func (sc *servedCalls) cancel(tx string) {

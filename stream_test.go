@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -361,4 +362,131 @@ func TestStreamSlowConsumerStallsNothing(t *testing.T) {
 		}
 		break
 	}
+}
+
+// Regressions found in review, in-process over net.Pipe.
+
+var (
+	rvOne    = worker.DefineStream[int, string, worker.Void]("rvOne")
+	rvSizes  = worker.DefineStream[[]int, string, worker.Void]("rvSizes")
+	rvFan    = worker.DefineStream[int, int, worker.Void]("rvFan")
+	rvAsk    = worker.Define[string, string]("rvAsk")
+	rvHostBl = worker.Define[string, string]("rvHostBlock")
+)
+
+// pipePair serves a server of reg's handlers in-process to a Client.
+func pipePair(t *testing.T, opts *worker.Options, reg func(*worker.Server)) *worker.Client {
+	t.Helper()
+	srv := worker.NewServer(nil)
+	reg(srv)
+	h, w := net.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan struct{})
+	go func() { srv.ServeConn(ctx, w); close(served) }()
+	c, err := worker.NewClient(context.Background(), h, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); cancel(); <-served })
+	return c
+}
+
+// Credit the host returns after a stream has ended costs the worker
+// nothing: many short streams in a row all work.
+func TestStreamLateCreditIsDropped(t *testing.T) {
+	t.Parallel()
+	c := pipePair(t, &worker.Options{StreamWindow: 2}, func(s *worker.Server) {
+		worker.HandleStream(s, rvOne, func(ctx context.Context, _ int, send func(string) error) (worker.Void, error) {
+			return worker.Void{}, send("x")
+		})
+	})
+	for i := range 1200 {
+		if got, err := collect(worker.Stream(testCtx(t), c, rvOne, 0)); err != nil || len(got) != 1 {
+			t.Fatalf("stream %d: %v, %v", i, got, err)
+		}
+	}
+}
+
+// A small item, then one larger than the byte credit left: the range has
+// taken everything, so the credit comes back and the stream goes on.
+func TestStreamByteWindowNeverDeadlocks(t *testing.T) {
+	t.Parallel()
+	c := pipePair(t, &worker.Options{StreamWindowBytes: 1000}, func(s *worker.Server) {
+		worker.HandleStream(s, rvSizes, func(ctx context.Context, sizes []int, send func(string) error) (worker.Void, error) {
+			for _, n := range sizes {
+				if err := send(strings.Repeat("a", n)); err != nil {
+					return worker.Void{}, err
+				}
+			}
+			return worker.Void{}, nil
+		})
+	})
+	ctx, cancel := context.WithTimeout(testCtx(t), 10*time.Second)
+	defer cancel()
+	if got, err := collect(worker.Stream(ctx, c, rvSizes, []int{98, 950, 10, 990})); err != nil || len(got) != 4 {
+		t.Fatalf("%d items, %v", len(got), err)
+	}
+}
+
+// send from many goroutines at once: every grant wakes the senders it has
+// room for.
+func TestStreamConcurrentSends(t *testing.T) {
+	t.Parallel()
+	c := pipePair(t, &worker.Options{StreamWindow: 4}, func(s *worker.Server) {
+		worker.HandleStream(s, rvFan, func(ctx context.Context, n int, send func(int) error) (worker.Void, error) {
+			var wg sync.WaitGroup
+			errs := make(chan error, n)
+			for i := range n {
+				wg.Add(1)
+				go func() { defer wg.Done(); errs <- send(i) }()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					return worker.Void{}, err
+				}
+			}
+			return worker.Void{}, nil
+		})
+	})
+	ctx, cancel := context.WithTimeout(testCtx(t), 10*time.Second)
+	defer cancel()
+	items, _ := worker.Stream(ctx, c, rvFan, 64)
+	n := 0
+	for _, err := range items {
+		if err != nil {
+			t.Fatalf("after %d items: %v", n, err)
+		}
+		n++
+		time.Sleep(5 * time.Millisecond) // a consumer behind its producers: the window fills
+	}
+	if n != 64 {
+		t.Fatalf("%d items, want 64", n)
+	}
+}
+
+// The host's handler of a call from the worker is cancelled when the
+// connection ends: nobody can receive its answer.
+func TestHostCallsEndWithTheConnection(t *testing.T) {
+	t.Parallel()
+	hostSrv := worker.NewServer(nil)
+	started, ended := make(chan struct{}), make(chan struct{})
+	worker.Handle(hostSrv, rvHostBl, func(ctx context.Context, _ string) (string, error) {
+		close(started)
+		<-ctx.Done()
+		close(ended)
+		return "", ctx.Err()
+	})
+	c := pipePair(t, &worker.Options{Handlers: hostSrv}, func(s *worker.Server) {
+		worker.Handle(s, rvAsk, func(ctx context.Context, q string) (string, error) {
+			return worker.Call(ctx, worker.Host(ctx), rvHostBl, q)
+		})
+	})
+	called := make(chan error, 1)
+	go func() { _, err := worker.Call(context.Background(), c, rvAsk, "q"); called <- err }()
+	recvWithin(t, started, 10*time.Second, "the host's handler to run")
+	c.Close()
+	recvWithin(t, ended, 5*time.Second, "the host's handler to be cancelled")
+	<-called
 }

@@ -6,6 +6,7 @@ package worker_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"sync"
@@ -74,6 +75,10 @@ func svWorker() {
 		case <-ctx.Done():
 			return 0, ctx.Err()
 		}
+	})
+	worker.Handle(s, SVDeaf, func(ctx context.Context, ms int) (int, error) {
+		time.Sleep(time.Duration(ms) * time.Millisecond) // deaf to ctx on purpose
+		return ms, nil
 	})
 	worker.Handle(s, SVHold, func(ctx context.Context, mib int) (int, error) {
 		b := make([]byte, mib<<20)
@@ -366,5 +371,47 @@ func TestSupervisionCrashKillsChildren(t *testing.T) {
 	// The Worker is not closed yet: only the crash can have killed it.
 	if !g.goneWithin(5 * time.Second) {
 		t.Fatalf("the crashed worker's child %d still runs", gpid)
+	}
+}
+
+// SVDeaf sleeps ms whatever its context says, then returns: slow to
+// notice a cancellation, but well within the stuck timeout.
+var SVDeaf = worker.Define[int, int]("svDeaf")
+
+// Hundreds of calls given up at once, whose handlers all return soon
+// after: the worker is not taken for stuck, however many there were (the
+// host's memory of given-up calls is bounded; the stuck watch is not).
+func TestSupervisionManyGivenUpIsNotStuck(t *testing.T) {
+	t.Parallel()
+	const calls, limit = 300, time.Second
+	ev := newSVEvents()
+	mw, sent := lcSent(SVDeaf.Name())
+	w := lcSpawn(t, "sv-worker", &worker.Options{StuckTimeout: limit, OnEvent: ev.on, Middleware: []worker.Middleware{mw}})
+	ctx, cancel := context.WithCancel(testCtx(t))
+	var wg sync.WaitGroup
+	for range calls {
+		wg.Add(1)
+		go func() { defer wg.Done(); worker.Call(ctx, w, SVDeaf, 300) }()
+	}
+	for i := range calls {
+		recvWithin(t, sent, 10*time.Second, fmt.Sprintf("request %d to be sent", i))
+	}
+	cancel()
+	wg.Wait()
+	// Nothing happens for 2.5 limits (a wait for nothing: no event to wait for).
+	deadline := time.After(5 * limit / 2)
+	for {
+		select {
+		case e := <-ev.ch:
+			if e.Kind != worker.EventConnected {
+				t.Fatalf("event %v: %v", e.Kind, e.Err)
+			}
+			continue
+		case <-deadline:
+		}
+		break
+	}
+	if err := w.Err(); err != nil {
+		t.Fatalf("a worker whose handlers all returned was killed: %v", err)
 	}
 }

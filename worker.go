@@ -48,6 +48,8 @@ type Worker struct {
 	quick    int            // crashes in a row of processes that answered nothing
 	stuckRep *stuckReport   // why the current process is being killed
 	lostC    *Client        // a connection whose loss transition handled, for watch
+	stopping bool           // Close has begun: losses are not crashes
+	bg       sync.WaitGroup // watch goroutines (restarts, reconnections): Close waits
 
 	done    chan struct{} // closed when the Worker is finished (see Done)
 	doneErr error
@@ -104,9 +106,13 @@ func (w *Worker) broadcast() {
 func (w *Worker) connected(p *proc.Process, c *Client) {
 	w.proc, w.client, w.peer, w.changing, w.dead = p, c, c.peer, false, nil
 	w.stuckRep = nil
+	w.bg.Add(1)
 	w.broadcast()
 	w.ev.emit(EventConnected, c.peer.pid, nil)
-	go w.watch(p, c)
+	go func() {
+		defer w.bg.Done()
+		w.watch(p, c)
+	}()
 }
 
 // setup returns what a Worker adds to its Clients to p (nil when attached).
@@ -151,9 +157,9 @@ func (w *Worker) watch(p *proc.Process, c *Client) {
 // the error sees the Worker dead, or new calls wait for what follows.
 func (w *Worker) lostErr(p *proc.Process, c *Client, cause error) error {
 	w.mu.RLock()
-	closing := w.closing
+	stopping := w.stopping
 	w.mu.RUnlock()
-	if closing {
+	if stopping {
 		return ErrClosed // Close stops it: its calls fail with ErrClosed, not as if it crashed
 	}
 	pid := c.peer.pid
@@ -343,7 +349,7 @@ func (w *Worker) reconnect(p *proc.Process, c *Client, cause error) bool {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.closing {
+	if w.closing || w.client != nil { // closed, or Reconnect won the race
 		go nc.Close()
 		return true
 	}
@@ -362,6 +368,9 @@ func (w *Worker) restart(crash *CrashError, answered bool) {
 			t.Stop()
 		}
 	}
+	if w.stopCtx.Err() != nil {
+		return // closed meanwhile
+	}
 	transport.Remove(w.addr)
 	if w.dir != "" {
 		// A worker that exited cleanly removed its private directory.
@@ -371,13 +380,15 @@ func (w *Worker) restart(crash *CrashError, answered bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	switch {
+	case w.closing && err == nil:
+		c.Close()
+		p.Stop(w.cfg.grace) // Close waits for this goroutine: nothing outlives it
+	case w.closing:
 	case err != nil:
 		crash.Err = errors.Join(crash.Err, fmt.Errorf("restarting the worker: %w", err))
 		w.dead, w.changing = crash, false
 		w.broadcast()
 		w.finish(crash)
-	case w.closing:
-		go func() { c.Close(); p.Stop(w.cfg.grace) }()
 	default:
 		w.connected(p, c)
 		w.ev.emit(EventRestarted, p.Pid(), crash)
@@ -541,7 +552,17 @@ func (w *Worker) canDisconnect() error {
 func (w *Worker) Reconnect(ctx context.Context) error {
 	w.mu.Lock()
 	err, connected, p, pid := w.canDisconnect(), w.client != nil, w.proc, w.peer.pid
+	changing, changed := w.changing, w.changed
 	w.mu.Unlock()
+	if err == nil && !connected && changing {
+		// Reconnecting by itself (Options.Reconnect): wait for it.
+		select {
+		case <-changed:
+			return w.Reconnect(ctx)
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
 	if err != nil || connected {
 		return err
 	}
@@ -586,7 +607,7 @@ func (w *Worker) Close() error {
 
 func (w *Worker) close() {
 	w.mu.Lock()
-	w.closing = true
+	w.closing, w.stopping = true, true
 	c, p := w.client, w.proc
 	w.client = nil
 	w.broadcast()
@@ -620,6 +641,7 @@ func (w *Worker) close() {
 	} else if w.peer.pid != 0 && !proc.WaitGone(w.peer.pid, w.cfg.grace) {
 		proc.KillPid(w.peer.pid)
 	}
+	w.bg.Wait() // a restart in progress stops what it started
 	w.removeDir()
 	w.cfg.log.debug("worker closed", "id", w.id)
 	w.mu.Lock()
