@@ -257,14 +257,17 @@ func (p *Pool) Invoke(ctx context.Context, typ string, payload, out any) error {
 		p.stats.run.Observe(time.Since(t1))
 		p.release(m, err)
 		var crash *CrashError
+		errors.As(err, &crash)
 		switch {
 		case err == nil:
 			p.stats.completed.Add(1)
 			return nil
-		case !errors.As(err, &crash):
-		case !sent && unsent < 8:
-			unsent++ // the member was dead before the call could be sent
+		case !sent && unsent < 8 && (crash != nil || errors.Is(err, ErrClosed)) && !p.isClosing():
+			// The member died, or was closed as dead, before the call
+			// could be sent: another one takes it, as the same attempt.
+			unsent++
 			continue
+		case crash == nil:
 		case attempt < attempts && ctx.Err() == nil && !limited && resendable(out):
 			attempt++
 			observerOf(ctx).resent(attempt)
@@ -436,8 +439,8 @@ func (p *Pool) release(m *member, err error) {
 		m.idle = time.Now()
 	}
 	var crash *CrashError
-	if errors.As(err, &crash) && !m.gone {
-		m.gone = true // dead: watch removes it
+	if (errors.As(err, &crash) || errors.Is(err, ErrClosed) && !p.closing) && !m.gone {
+		m.gone = true // dead (or closed as dead): watch removes it
 		p.replenish()
 		p.redispatch() // keyed calls waiting for m now route elsewhere
 	}
@@ -781,6 +784,13 @@ func (p *Pool) Shutdown(ctx context.Context) error {
 	wg.Wait()
 	p.Close()
 	return err
+}
+
+// isClosing reports whether Close or Shutdown has begun.
+func (p *Pool) isClosing() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closing
 }
 
 // busy reports whether a member runs a call; p.mu must be held.

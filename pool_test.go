@@ -42,7 +42,7 @@ func newPool(t testing.TB, opts *worker.PoolOptions) (*worker.Pool, *pidLog) {
 	t.Cleanup(func() {
 		p.Close()
 		for _, pid := range pids.all() {
-			if pr := lcWatch(t, pid); !pr.goneWithin(5 * time.Second) {
+			if !pidGoneWithin(pid, 5*time.Second) {
 				t.Errorf("member %d still runs after Close", pid)
 			}
 		}
@@ -139,7 +139,7 @@ func TestPoolGrowsAndShrinks(t *testing.T) {
 	}
 	gone := 0
 	for _, pid := range pids.all() {
-		if lcWatch(t, pid).goneWithin(5 * time.Second) {
+		if pidGoneWithin(pid, 5*time.Second) {
 			gone++
 		}
 	}
@@ -239,7 +239,7 @@ func TestPoolRecyclesByCalls(t *testing.T) {
 	eventually(t, 10*time.Second, func() bool {
 		gone := 0
 		for _, pid := range pids.all() {
-			if lcWatch(t, pid).goneWithin(0) {
+			if pidGoneWithin(pid, 0) {
 				gone++
 			}
 		}
@@ -260,7 +260,7 @@ func TestPoolRecyclesByMemory(t *testing.T) {
 	if got, err := worker.Call(testCtx(t), p, GetPid, worker.Void{}); err != nil || got == pid {
 		t.Fatalf("after the recycling: %d, %v (the big member was %d)", got, err, pid)
 	}
-	if !lcWatch(t, pid).goneWithin(10 * time.Second) {
+	if !pidGoneWithin(pid, 10*time.Second) {
 		t.Fatalf("the recycled member %d still runs", pid)
 	}
 }
@@ -280,7 +280,7 @@ func TestPoolCallTimeLimit(t *testing.T) {
 	if r := <-other; r.err != nil {
 		t.Fatalf("the other member's call: %v", r.err)
 	}
-	if !lcWatch(t, ce.Pid).goneWithin(5 * time.Second) {
+	if !pidGoneWithin(ce.Pid, 5*time.Second) {
 		t.Fatalf("the member %d was not killed", ce.Pid)
 	}
 	eventually(t, 20*time.Second, func() bool { s := p.Stats(); return s.Idle == 2 && s.Crashes == 1 }, "the member replaced")

@@ -349,7 +349,7 @@ func TestSupervisionChaos(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	for _, pid := range pids {
-		if p := lcWatch(t, pid); !p.goneWithin(5 * time.Second) {
+		if !pidGoneWithin(pid, 5*time.Second) {
 			t.Errorf("worker process %d is still running after Close", pid)
 		}
 	}

@@ -135,3 +135,9 @@ func TestSupervisionReconnect(t *testing.T) {
 
 // lcKillPid kills process pid with SIGKILL and reports whether it could.
 func lcKillPid(pid int) bool { return syscall.Kill(pid, syscall.SIGKILL) == nil }
+
+// pidGoneWithin waits up to d for process pid to be gone, and reports
+// whether it is (a zombie counts as gone).
+func pidGoneWithin(pid int, d time.Duration) bool {
+	return poll(d, func() bool { return lcPidGone(pid) })
+}

@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"errors"
+	"time"
 
 	"golang.org/x/sys/windows"
 )
@@ -20,4 +21,16 @@ func lcKillPid(pid int) bool {
 	}
 	defer windows.CloseHandle(h)
 	return windows.TerminateProcess(h, 9) == nil
+}
+
+// pidGoneWithin waits up to d for process pid to be gone, and reports
+// whether it is: a pid that no process has any more counts as gone.
+func pidGoneWithin(pid int, d time.Duration) bool {
+	h, err := windows.OpenProcess(windows.SYNCHRONIZE, false, uint32(pid))
+	if err != nil {
+		return true
+	}
+	defer windows.CloseHandle(h)
+	ev, err := windows.WaitForSingleObject(h, uint32(d/time.Millisecond))
+	return err == nil && ev == windows.WAIT_OBJECT_0
 }
