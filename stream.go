@@ -202,9 +202,7 @@ func (sk *streamSink) consumed(n int) {
 	sk.used[0]++
 	sk.used[1] += n
 	var items, bytes int
-	// Half the window, or all that was taken once the range has caught up
-	// (an item bigger than the credit left must not wait for half).
-	if 2*sk.used[0] >= sk.window[0] || 2*sk.used[1] >= sk.window[1] || len(sk.queue) == 0 {
+	if 2*sk.used[0] >= sk.window[0] || 2*sk.used[1] >= sk.window[1] {
 		items, bytes = sk.used[0], sk.used[1]
 		sk.used = [2]int{}
 	}
@@ -240,7 +238,9 @@ const (
 )
 
 // HandleStream registers h as the handler of the streaming message m on s.
-// h sends items with send (safe for concurrent use), which blocks while the host's window is full
+// h sends items with send (safe for concurrent use), which returns once
+// the item is queued for the host (items still queued when the process
+// dies are lost with it), and blocks while the host's window is full
 // (flow control) and returns an error once the stream has ended (the host
 // left the range, or its context ended: ctx is cancelled then too, and h
 // should return); h's result is the stream's final result. Errors and
@@ -300,11 +300,14 @@ func (c *credits) signal() {
 }
 
 // take waits, within ctx, for the credit of one item of n bytes. An item
-// larger than the whole byte window goes when the window is all there.
+// larger than the byte credit left goes when at least half the window is
+// there: the host returns credit once half the window is taken, so a big
+// item never waits for credit that will not come, and a stream holds at
+// most the window plus one item.
 func (c *credits) take(ctx context.Context, n int) error {
 	for {
 		c.mu.Lock()
-		if c.items > 0 && (c.bytes >= n || c.bytes >= c.window) {
+		if c.items > 0 && (c.bytes >= n || 2*c.bytes >= c.window) {
 			c.items--
 			c.bytes -= n
 			more := c.items > 0 && c.bytes > 0
@@ -339,7 +342,7 @@ func (ss *session) sendItem(r *request, item any) error {
 	if err != nil {
 		return err
 	}
-	ss.write(frame, nil, time.Time{}, false)
+	ss.write(frame, nil, time.Time{}, true) // queued: items of a stream share system calls
 	return nil
 }
 
