@@ -101,14 +101,22 @@ func runStream(ctx context.Context, c Caller, typ string, payload any, sk *strea
 	done := make(chan error, 1)
 	go func() { done <- c.Invoke(ctx, typ, payload, sk) }()
 	var err error
+	var batch [][]byte
 	finished := false
 	for {
-		b, end := sk.next(done, &err, &finished)
-		if end {
+		batch = sk.next(batch[:0], done, &err, &finished)
+		if len(batch) == 0 {
 			return err
 		}
-		ok := each(b)
-		sk.consumed(len(b))
+		ok, n, size := true, 0, 0
+		for _, b := range batch {
+			n, size = n+1, size+len(b)
+			if ok = each(b); !ok {
+				break
+			}
+		}
+		clear(batch)
+		sk.consumed(n, size)
 		if !ok {
 			cancel()
 			if !finished {
@@ -167,22 +175,23 @@ func (sk *streamSink) push(b []byte) {
 	}
 }
 
-// next returns the next item, or end once the call is over (its outcome
-// in *err, *finished set) and no item is left: every item arrives before
-// the final reply.
-func (sk *streamSink) next(done <-chan error, err *error, finished *bool) (b []byte, end bool) {
+// next appends the items received to batch, taking them all at once (one
+// lock for many items), waiting for one if there is none; it returns
+// none once the call is over (its outcome in *err, *finished set) and no
+// item is left: every item arrives before the final reply.
+func (sk *streamSink) next(batch [][]byte, done <-chan error, err *error, finished *bool) [][]byte {
 	for {
 		sk.mu.Lock()
 		if len(sk.queue) > 0 {
-			b = sk.queue[0]
-			sk.queue[0] = nil
-			sk.queue = sk.queue[1:]
+			batch = append(batch, sk.queue...)
+			clear(sk.queue)
+			sk.queue = sk.queue[:0]
 			sk.mu.Unlock()
-			return b, false
+			return batch
 		}
 		sk.mu.Unlock()
 		if *finished {
-			return nil, true
+			return batch
 		}
 		select {
 		case <-sk.wake:
@@ -195,12 +204,12 @@ func (sk *streamSink) next(done <-chan error, err *error, finished *bool) (b []b
 	}
 }
 
-// consumed notes an item of n bytes taken by the range, and returns
-// credit to the worker once half the window has been taken.
-func (sk *streamSink) consumed(n int) {
+// consumed notes n items of size bytes in all taken by the range, and
+// returns credit to the worker once half the window has been taken.
+func (sk *streamSink) consumed(n, size int) {
 	sk.mu.Lock()
-	sk.used[0]++
-	sk.used[1] += n
+	sk.used[0] += n
+	sk.used[1] += size
 	var items, bytes int
 	if 2*sk.used[0] >= sk.window[0] || 2*sk.used[1] >= sk.window[1] {
 		items, bytes = sk.used[0], sk.used[1]
@@ -331,18 +340,25 @@ func (ss *session) sendItem(r *request, item any) error {
 	if err := r.Err(); err != nil {
 		return fmt.Errorf("worker: the stream has ended: %w", err)
 	}
-	p, err := ss.codec.ser.AppendPayload(nil, item)
+	pbuf, fbuf := getBuf(), getBuf()
+	defer putBuf(pbuf)
+	defer putBuf(fbuf)
+	p, err := ss.codec.ser.AppendPayload((*pbuf)[:0], item)
+	*pbuf = p
 	if err != nil {
 		return fmt.Errorf("worker: encoding a stream item: %w", err)
 	}
 	if err := r.credit.take(r, len(p)); err != nil {
 		return err
 	}
-	frame, err := ss.codec.frame(nil, typeItem, r.tx, p, 0)
+	frame, err := ss.codec.frame((*fbuf)[:0], typeItem, r.tx, p, 0)
+	*fbuf = frame
 	if err != nil {
 		return err
 	}
-	ss.write(frame, nil, time.Time{}, true) // queued: items of a stream share system calls
+	// Queued (copied) or written before it returns: the buffers are free
+	// again. Queued, the items of a stream share system calls.
+	ss.write(frame, nil, time.Time{}, true)
 	return nil
 }
 
