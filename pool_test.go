@@ -394,8 +394,13 @@ func TestPoolChaos(t *testing.T) {
 	for running := true; running; {
 		select {
 		case <-tick.C:
-			all := pids.all()
-			if lcKillPid(all[rand.IntN(len(all))]) {
+			var alive []int
+			for _, pid := range pids.all() {
+				if !pidGoneWithin(pid, 0) {
+					alive = append(alive, pid)
+				}
+			}
+			if len(alive) > 0 && lcKillPid(alive[rand.IntN(len(alive))]) {
 				kills.Add(1)
 			}
 		case <-end:
