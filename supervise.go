@@ -45,6 +45,8 @@ const (
 	EventRestarted
 )
 
+// String returns the kind's name: "connected", "disconnected", "stuck",
+// "crashed" or "restarted".
 func (k EventKind) String() string {
 	switch k {
 	case EventConnected:
