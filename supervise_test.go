@@ -383,6 +383,14 @@ var SVDeaf = worker.Define[int, int]("svDeaf")
 // host's memory of given-up calls is bounded; the stuck watch is not).
 func TestSupervisionManyGivenUpIsNotStuck(t *testing.T) {
 	t.Parallel()
+	if underWine() {
+		// Cancelling 300 calls at once interrupts requests being written.
+		// go-winio reports the bytes an interrupted write got through (from
+		// the overlapped result) and the write queue finishes the frame;
+		// Wine 8's named pipes report none, so the frame is sent again from
+		// its start and the stream breaks. Real Windows is not affected.
+		t.Skip("Wine's named pipes misreport a cancelled write (see the comment)")
+	}
 	const calls, limit = 300, time.Second
 	ev := newSVEvents()
 	mw, sent := lcSent(SVDeaf.Name())

@@ -141,3 +141,6 @@ func lcKillPid(pid int) bool { return syscall.Kill(pid, syscall.SIGKILL) == nil 
 func pidGoneWithin(pid int, d time.Duration) bool {
 	return poll(d, func() bool { return lcPidGone(pid) })
 }
+
+// underWine is false: Wine runs Windows binaries.
+func underWine() bool { return false }

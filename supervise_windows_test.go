@@ -34,3 +34,6 @@ func pidGoneWithin(pid int, d time.Duration) bool {
 	ev, err := windows.WaitForSingleObject(h, uint32(d/time.Millisecond))
 	return err == nil && ev == windows.WAIT_OBJECT_0
 }
+
+// underWine reports whether the tests run under Wine rather than Windows.
+func underWine() bool { return lwIsWine() }
