@@ -385,10 +385,10 @@ func TestSupervisionManyGivenUpIsNotStuck(t *testing.T) {
 	t.Parallel()
 	if underWine() {
 		// Cancelling 300 calls at once interrupts requests being written.
-		// go-winio reports the bytes an interrupted write got through (from
-		// the overlapped result) and the write queue finishes the frame;
-		// Wine 8's named pipes report none, so the frame is sent again from
-		// its start and the stream breaks. Real Windows is not affected.
+		// go-winio returns the bytes that the overlapped result says an
+		// interrupted write got through, and the write queue finishes the
+		// frame from there; under Wine 8 that count came back 0 for bytes
+		// that had gone, and the stream broke. Not tried on real Windows.
 		t.Skip("Wine's named pipes misreport a cancelled write (see the comment)")
 	}
 	const calls, limit = 300, time.Second
