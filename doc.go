@@ -29,6 +29,19 @@
 // *CrashError, or they are retried on a fresh worker (CrashPolicy).
 // Cancelling a call's context cancels the handler's context in the worker.
 //
+// Beyond one call, one reply: a Pool runs calls on many supervised workers
+// behind the same Caller; Stream (with DefineStream and HandleStream)
+// returns a sequence of items with flow control; Report and WithProgress
+// carry a call's progress; Host lets a handler call its host back.
+//
+// # Supervision
+//
+// A worker whose handler does not return after its call was cancelled, or
+// that stops answering, is declared stuck (Options.StuckTimeout): its
+// goroutines go into the *CrashError (ErrStuck) and it is killed. Done and
+// Err tell when a Worker is finished and why; Options.OnEvent follows its
+// life (connected, disconnected, stuck, crashed, restarted).
+//
 // # Lifecycle and cleanup
 //
 // Close stops the worker (asks, then kills its process group or job after
