@@ -198,11 +198,19 @@ func (p *Process) Status() Status {
 // Stop asks the process to exit, and kills it (with its process group or
 // job) if it has not after grace. It returns once the process is reaped.
 func (p *Process) Stop(grace time.Duration) {
+	deadline := time.Now().Add(grace)
+	// A worker of ours (it said it listens) watches its lifeline: closing
+	// it is enough, and a SIGTERM on its heels would be taken for a stop
+	// by a supervisor (a drain, a log line). It gets a moment to go.
+	watches := p.life != nil && p.Noted(NoteListening)
 	p.closeLifeline()
+	if watches {
+		p.AwaitExit(min(grace, lifelineMoment))
+	}
 	if !p.HasExited() {
 		p.terminate()
 	}
-	t := time.NewTimer(grace)
+	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()
 	select {
 	case <-p.exited:
@@ -212,6 +220,10 @@ func (p *Process) Stop(grace time.Duration) {
 	<-p.exited
 	p.release()
 }
+
+// lifelineMoment is how long Stop lets a worker that watches its lifeline
+// go by itself before it signals it.
+const lifelineMoment = 200 * time.Millisecond
 
 // Kill kills the process at once, with its process group or job, and
 // returns once it is reaped: for a worker that is stuck, and so would not
