@@ -2,9 +2,9 @@ package main
 
 import (
 	"fmt"
+	"github.com/isolated-workers/worker/bench/internal/benchfmt"
 	"io"
 	"math"
-	"os"
 	"runtime"
 	"slices"
 	"strings"
@@ -62,38 +62,38 @@ func report(w io.Writer, subs []Subject, all [][]Sample, cfg Config, env *roundE
 
 	tables := []table{
 		{fmt.Sprintf("1. Dispatch: a trivial task (echo {\"message\":\"hello\"}), %d callers, N = %d", cfg.Callers, cfg.Members), groupDispatch, []column{
-			{"calls/s", ops, fmtRate},
-			{"cost vs floor", func(i, r int) float64 { return ops(floor, r) / ops(i, r) }, fmtCost},
-			{"vs piscina", func(i, r int) float64 { return ops(i, r) / ops(pisc, r) }, fmtTimes},
-			{"vs tinypool", func(i, r int) float64 { return ops(i, r) / ops(tiny, r) }, fmtTimes},
+			{"calls/s", ops, benchfmt.Rate},
+			{"cost vs floor", func(i, r int) float64 { return ops(floor, r) / ops(i, r) }, benchfmt.Cost},
+			{"vs piscina", func(i, r int) float64 { return ops(i, r) / ops(pisc, r) }, benchfmt.Times},
+			{"vs tinypool", func(i, r int) float64 { return ops(i, r) / ops(tiny, r) }, benchfmt.Times},
 		}},
 		{fmt.Sprintf("2. CPU: spin ≈ %v per call, %d callers", cfg.CPUWork, cfg.CPUCallers), groupCPU, []column{
-			{"calls/s", ops, fmtRate},
-			{"÷ in-process", func(i, r int) float64 { return ops(i, r) / ops(inproc, r) }, fmtTimes},
+			{"calls/s", ops, benchfmt.Rate},
+			{"÷ in-process", func(i, r int) float64 { return ops(i, r) / ops(inproc, r) }, benchfmt.Times},
 			{"p50", func(i, r int) float64 {
 				if s, ok := get(i, r); ok && s.P50 > 0 {
 					return float64(s.P50)
 				}
 				return math.NaN()
-			}, fmtDur},
-			{"p99", p99, fmtDur},
-			{"p99 ÷ in-process", func(i, r int) float64 { return p99(i, r) / p99(inproc, r) }, fmtTimes},
+			}, benchfmt.Dur},
+			{"p99", p99, benchfmt.Dur},
+			{"p99 ÷ in-process", func(i, r int) float64 { return p99(i, r) / p99(inproc, r) }, benchfmt.Times},
 		}},
 		{fmt.Sprintf("3. Recycling: the dispatch task, %d callers, N = %d", cfg.Callers, cfg.Members), groupRecycle, []column{
-			{"calls/s", ops, fmtRate},
-			{"÷ no recycling", func(i, r int) float64 { return ops(i, r) / ops(norec, r) }, fmtTimes},
+			{"calls/s", ops, benchfmt.Rate},
+			{"÷ no recycling", func(i, r int) float64 { return ops(i, r) / ops(norec, r) }, benchfmt.Times},
 			{"recycles/s", func(i, r int) float64 {
 				if s, ok := get(i, r); ok {
 					return float64(s.Recycles) / s.Elapsed.Seconds()
 				}
 				return math.NaN()
 			}, func(v float64) string { return fmt.Sprintf("%.0f", v) }},
-			{"wall time per recycle", perRecycle, fmtDur},
+			{"wall time per recycle", perRecycle, benchfmt.Dur},
 		}},
 	}
 
 	fmt.Fprintf(w, "## Pool comparison\n\n")
-	fmt.Fprintf(w, "- machine: nproc=%d, GOMAXPROCS=%d, CPU %q, %s %s/%s\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), cpuModel(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	fmt.Fprintf(w, "- machine: nproc=%d, GOMAXPROCS=%d, CPU %q, %s %s/%s\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), benchfmt.CPUModel(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	if env.peers != nil && env.peers.nodeVersion != "" {
 		fmt.Fprintf(w, "- peers: node %s, piscina %s, tinypool %s (npm, pinned in bench/poolbench/package.json)", env.peers.nodeVersion, pinned("piscina"), pinned("tinypool"))
 		if env.peers.pyVersion != "" {
@@ -127,7 +127,7 @@ func report(w io.Writer, subs []Subject, all [][]Sample, cfg Config, env *roundE
 			for _, s := range all[single] {
 				sp = append(sp, float64(s.Spawn))
 			}
-			fmt.Fprintf(w, "\nStarting one member (worker.Spawn until its first reply, from the worker.Worker subject): %s (median).\n", fmtDur(medianF(sp)))
+			fmt.Fprintf(w, "\nStarting one member (worker.Spawn until its first reply, from the worker.Worker subject): %s (median).\n", benchfmt.Dur(medianF(sp)))
 		}
 	}
 	fmt.Fprintf(w, "\n### Spread across rounds (min – max)\n")
@@ -242,53 +242,4 @@ func goals(w io.Writer, subs []Subject, all [][]Sample, tables []table, idx func
 	if len(lines) > 0 {
 		fmt.Fprintf(w, "\n### Goals of issue 12 (medians of the per-round ratios)\n\n%s\n", strings.Join(lines, "\n"))
 	}
-}
-
-func fmtDur(v float64) string {
-	sign := ""
-	if v < 0 {
-		sign, v = "−", -v
-	}
-	d := time.Duration(v)
-	switch {
-	case d < time.Millisecond:
-		return fmt.Sprintf("%s%.1f µs", sign, float64(d)/1e3)
-	case d < time.Second:
-		return fmt.Sprintf("%s%.2f ms", sign, float64(d)/1e6)
-	default:
-		return fmt.Sprintf("%s%.2f s", sign, d.Seconds())
-	}
-}
-
-func fmtRate(v float64) string {
-	switch {
-	case v >= 1e6:
-		return fmt.Sprintf("%.2fM/s", v/1e6)
-	case v >= 1e3:
-		return fmt.Sprintf("%.1fk/s", v/1e3)
-	default:
-		return fmt.Sprintf("%.0f/s", v)
-	}
-}
-
-func fmtCost(v float64) string { return fmt.Sprintf("×%.2f", v) }
-
-func fmtTimes(v float64) string {
-	if v < 0.1 {
-		return fmt.Sprintf("%.3f×", v)
-	}
-	return fmt.Sprintf("%.2f×", v)
-}
-
-func cpuModel() string {
-	b, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return "unknown"
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown"
 }

@@ -2,9 +2,9 @@ package main
 
 import (
 	"fmt"
+	"github.com/isolated-workers/worker/bench/internal/benchfmt"
 	"io"
 	"math"
-	"os"
 	"runtime"
 	"slices"
 	"strings"
@@ -53,11 +53,11 @@ func report(w io.Writer, subs []Subject, all [][]Sample, cfg Config, took time.D
 	rateTable := func(title string, rate func(Sample) float64, itemBytes int) table {
 		items := val(rate)
 		return table{title: title, cols: []column{
-			{"items/s", items, fmtRate},
+			{"items/s", items, benchfmt.Rate},
 			{"payload bytes/s", func(i, r int) float64 { return items(i, r) * float64(itemBytes) }, fmtBytesRate},
-			{"cost vs floor", func(i, r int) float64 { return items(floor, r) / items(i, r) }, fmtCost},
-			{"vs gRPC", func(i, r int) float64 { return items(i, r) / items(grpc, r) }, fmtTimes},
-			{"vs ttrpc", func(i, r int) float64 { return items(i, r) / items(ttrpc, r) }, fmtTimes},
+			{"cost vs floor", func(i, r int) float64 { return items(floor, r) / items(i, r) }, benchfmt.Cost},
+			{"vs gRPC", func(i, r int) float64 { return items(i, r) / items(grpc, r) }, benchfmt.Times},
+			{"vs ttrpc", func(i, r int) float64 { return items(i, r) / items(ttrpc, r) }, benchfmt.Times},
 		}}
 	}
 	quarter := func(q int) column {
@@ -68,17 +68,17 @@ func report(w io.Writer, subs []Subject, all [][]Sample, cfg Config, took time.D
 		rateTable(fmt.Sprintf("2. Big items: a stream of %d items of %s ([]byte), consumed as fast as they come", cfg.Big, fmtSize(cfg.BigSize)), func(s Sample) float64 { return s.Big }, cfg.BigSize),
 		{title: fmt.Sprintf("3. Slow consumer: %d items of %s, the host sleeping %g× the producer's per-item time after each; growth of the host's heap in use", cfg.MemItems, fmtSize(cfg.BigSize), cfg.Slower),
 			cols: []column{
-				{"sleep per item", val(func(s Sample) float64 { return float64(s.Mem.Sleep) }), fmtDur},
-				{"consumed items/s", val(func(s Sample) float64 { return s.Mem.Rate }), fmtRate},
+				{"sleep per item", val(func(s Sample) float64 { return float64(s.Mem.Sleep) }), benchfmt.Dur},
+				{"consumed items/s", val(func(s Sample) float64 { return s.Mem.Rate }), benchfmt.Rate},
 				quarter(0), quarter(1), quarter(2), quarter(3),
-				{"max ÷ StreamWindowBytes", val(func(s Sample) float64 { return s.Mem.Max / windowBytes }), fmtTimes},
+				{"max ÷ StreamWindowBytes", val(func(s Sample) float64 { return s.Mem.Max / windowBytes }), benchfmt.Times},
 			},
 			outcome: func(i int) string { return outcome(all[i]) },
 		},
 	}
 
 	fmt.Fprintf(w, "## Stream comparison\n\n")
-	fmt.Fprintf(w, "- machine: nproc=%d, GOMAXPROCS=%d, CPU %q, %s %s/%s\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), cpuModel(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	fmt.Fprintf(w, "- machine: nproc=%d, GOMAXPROCS=%d, CPU %q, %s %s/%s\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), benchfmt.CPUModel(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	fmt.Fprintf(w, "- rounds: %d measured (+1 warm-up), every subject once per round, alone, in an order that rotates; each cell is the median across rounds; ratios are taken within a round, then their median\n", cfg.Rounds)
 	fmt.Fprintf(w, "- per subject per round: spawn a child (not measured), warm-up streams (every item checked in full), then on that child: table 1's stream, table 2's, table 3's; items/s = items ÷ wall time from the call until the stream's end\n")
 	fmt.Fprintf(w, "- payload bytes/s counts the items' own bytes (8 per int64), not the framing; cost vs floor = floor items/s ÷ items/s (>1 is slower); vs gRPC, vs ttrpc = items/s ÷ theirs (>1 is faster)\n")
@@ -221,29 +221,6 @@ func verdict(met bool) string {
 	return "NOT met"
 }
 
-func fmtDur(v float64) string {
-	d := time.Duration(v)
-	switch {
-	case d < time.Millisecond:
-		return fmt.Sprintf("%.1f µs", float64(d)/1e3)
-	case d < time.Second:
-		return fmt.Sprintf("%.2f ms", float64(d)/1e6)
-	default:
-		return fmt.Sprintf("%.2f s", d.Seconds())
-	}
-}
-
-func fmtRate(v float64) string {
-	switch {
-	case v >= 1e6:
-		return fmt.Sprintf("%.2fM/s", v/1e6)
-	case v >= 1e3:
-		return fmt.Sprintf("%.1fk/s", v/1e3)
-	default:
-		return fmt.Sprintf("%.0f/s", v)
-	}
-}
-
 func fmtBytesRate(v float64) string {
 	switch {
 	case v >= 1<<30:
@@ -270,26 +247,4 @@ func fmtSize(n int) string {
 	default:
 		return fmt.Sprintf("%d bytes", n)
 	}
-}
-
-func fmtCost(v float64) string { return fmt.Sprintf("×%.2f", v) }
-
-func fmtTimes(v float64) string {
-	if v < 0.1 {
-		return fmt.Sprintf("%.3f×", v)
-	}
-	return fmt.Sprintf("%.2f×", v)
-}
-
-func cpuModel() string {
-	b, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return "unknown"
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown"
 }
