@@ -224,3 +224,30 @@ func TestAllocsPerCall(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkStream: streams of 100,000 small items from a real worker
+// process (the figures against the floor and the peers are streambench's,
+// in bench/).
+func BenchmarkStream(b *testing.B) {
+	ctx := context.Background()
+	for _, s := range serializers {
+		b.Run(s.name, func(b *testing.B) {
+			w := spawn(b, s.role, &worker.Options{Serializer: s.ser})
+			const n = 100_000
+			for b.Loop() {
+				items, result := worker.Stream(ctx, w, STCount, n)
+				got := 0
+				for _, err := range items {
+					if err != nil {
+						b.Fatal(err)
+					}
+					got++
+				}
+				if sum, err := result(); err != nil || got != n || sum != n*(n-1)/2 {
+					b.Fatal(got, sum, err)
+				}
+			}
+			b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "items/s")
+		})
+	}
+}

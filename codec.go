@@ -242,3 +242,69 @@ func newUUID() string {
 	hex.Encode(s[24:], u[10:])
 	return string(s[:])
 }
+
+// A batch of stream items travels as an array of the items in the
+// serializer's encoding: JSON's array, CBOR's array of indefinite length
+// (its size is not known when it opens) or, for another serializer, the
+// encoding of a [][]byte whose elements are the items' encodings. The
+// worker builds it item by item (appendElem, the item's encoding,
+// endElem), closes it (closeBatch); the host walks it (eachElem).
+
+// appendElem appends to a batch of n items what precedes the next one.
+func (c *codec) appendElem(b []byte, n int) []byte {
+	switch {
+	case c.direct == directJSON && n == 0:
+		return append(b, '[')
+	case c.direct == directJSON:
+		return append(b, ',')
+	case c.direct == directBinary && n == 0:
+		return append(b, 0x9f)
+	case c.direct == directBinary:
+		return b
+	}
+	return append(b, 0, 0, 0, 0) // the item's length, set by endElem
+}
+
+// endElem completes the item whose encoding starts at b[at:].
+func (c *codec) endElem(b []byte, at int) {
+	if c.direct == directNone {
+		binary.BigEndian.PutUint32(b[at-4:], uint32(len(b)-at))
+	}
+}
+
+// closeBatch returns the payload of the batch b (whose memory it may use).
+func (c *codec) closeBatch(b []byte) ([]byte, error) {
+	switch c.direct {
+	case directJSON:
+		return append(b, ']'), nil
+	case directBinary:
+		return append(b, 0xff), nil
+	}
+	var parts [][]byte
+	for len(b) >= 4 {
+		n := int(binary.BigEndian.Uint32(b)) + 4
+		parts, b = append(parts, b[4:n]), b[n:]
+	}
+	return c.ser.AppendPayload(nil, &parts)
+}
+
+// eachElem calls f with each item's encoding in the batch payload b,
+// until f returns false.
+func (c *codec) eachElem(b []byte, f func([]byte) bool) error {
+	switch c.direct {
+	case directJSON:
+		return wire.EachJSON(b, f)
+	case directBinary:
+		return wire.EachCBOR(b, f)
+	}
+	var parts [][]byte
+	if err := c.ser.DecodePayload(b, &parts); err != nil {
+		return err
+	}
+	for _, p := range parts {
+		if !f(p) {
+			break
+		}
+	}
+	return nil
+}

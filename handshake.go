@@ -35,7 +35,7 @@ const (
 	// Streams: the host gives credit (before the request, then as it
 	// consumes), the worker sends items; both carry the stream's tx.
 	typeCredit = reservedPrefix + "credit" // host -> worker: {"items":N,"bytes":B}
-	typeItem   = reservedPrefix + "item"   // worker -> host: one item
+	typeItems  = reservedPrefix + "items"  // worker -> host: a batch of items, an array
 	// worker -> host: a handler's progress, with its request's tx.
 	typeProgress = reservedPrefix + "progress"
 )
@@ -53,7 +53,7 @@ const (
 	capDeadline = "deadline"
 	capShutdown = "shutdown"
 	capProbe    = "probe"  // typePing and typeGoroutines
-	capStream   = "stream" // streams (typeItem, typeCredit), typeProgress, calls to the host
+	capStream   = "stream" // streams (typeItems, typeCredit), typeProgress, calls to the host
 )
 
 // Codes of handshake failures.

@@ -35,6 +35,9 @@ func (ss *session) run(r *request) {
 	}
 	res, err := safeRun(r, h, ser, payload)
 	h.observe(monotonic() - start)
+	if r.out != nil {
+		err = ss.sealStream(r, err)
+	}
 	ss.release(r)
 	ss.untrack(r)
 	if err != nil {
@@ -42,6 +45,19 @@ func (ss *session) run(r *request) {
 		return
 	}
 	ss.reply(r, res)
+}
+
+// sealStream writes the items of r's stream not yet written, before the
+// reply; a stream that lost items fails with the reason.
+func (ss *session) sealStream(r *request, err error) error {
+	frames, lost := r.out.seal()
+	if len(frames) > 0 {
+		ss.write(frames, nil, time.Time{}, true)
+	}
+	if lost != nil && err == nil {
+		return lost
+	}
+	return err
 }
 
 func safeRun(ctx context.Context, h *handler, ser Serializer, payload []byte) (res any, err error) {

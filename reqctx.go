@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 )
@@ -17,17 +18,18 @@ type request struct {
 	deadline time.Time
 	timer    *time.Timer
 
-	mu   sync.Mutex
-	done chan struct{}
-	err  error
+	mu    sync.Mutex
+	done  chan struct{}
+	err   error
+	ended atomic.Bool // err is set: Err's fast path
 
 	tx      string
 	h       *handler
-	ss      *session // for streams, progress and calls to the host
-	credit  *credits // a stream's, nil for an ordinary request
-	payload *[]byte  // a copy of the payload, nil when the request had none
-	owned   bool     // payload is the frame's own memory, not a pooled copy
-	more    bool     // more requests were buffered behind it (see batched)
+	ss      *session   // for streams, progress and calls to the host
+	out     *outStream // a stream's, nil for an ordinary request
+	payload *[]byte    // a copy of the payload, nil when the request had none
+	owned   bool       // payload is the frame's own memory, not a pooled copy
+	more    bool       // more requests were buffered behind it (see batched)
 
 	txBuf [36]byte // holds tx when it fits (a UUID does): see setTx
 }
@@ -68,6 +70,9 @@ func (r *request) Done() <-chan struct{} {
 }
 
 func (r *request) Err() error {
+	if r.deadline.IsZero() && !r.ended.Load() {
+		return nil // a stream's handler asks once per item
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.err == nil && !r.deadline.IsZero() && !time.Now().Before(r.deadline) {
@@ -96,6 +101,7 @@ func (r *request) cancelLocked(err error) {
 		return
 	}
 	r.err = err
+	r.ended.Store(true)
 	if r.done != nil {
 		close(r.done)
 	}

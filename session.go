@@ -49,7 +49,7 @@ type session struct {
 	// early is the credit of the stream whose request is the next frame:
 	// a host writes the two together. Any other frame drops it, so a
 	// credit that comes after its stream ended costs nothing. (Reader's.)
-	early   *credits
+	early   *outStream
 	earlyTx string
 }
 
@@ -132,12 +132,12 @@ func (ss *session) dispatch(e *wire.Envelope) *request {
 
 // start registers a request for its handler h, and returns it; nil when it
 // was refused (and answered).
-func (ss *session) start(h *handler, e *wire.Envelope, early *credits, earlyTx string) *request {
+func (ss *session) start(h *handler, e *wire.Envelope, early *outStream, earlyTx string) *request {
 	r := &request{parent: ss.ctx, h: h, ss: ss}
 	r.setTx(e.Tx)
 	tx := r.tx
 	if h.stream && early != nil && earlyTx == tx {
-		r.credit = early
+		r.out = early
 	}
 	if ss.peer {
 		r.deadline = fromUnixMilli(e.Deadline)
@@ -245,10 +245,10 @@ func (ss *session) creditTx(e *wire.Envelope) {
 	r := ss.reqs.active[string(e.Tx)]
 	ss.reqs.mu.Unlock()
 	switch {
-	case r != nil && r.credit != nil:
-		r.credit.grant(p.Items, p.Bytes)
+	case r != nil && r.out != nil:
+		r.out.grant(p.Items, p.Bytes)
 	case r == nil:
-		c := newCredits()
+		c := newOutStream(ss, string(e.Tx))
 		c.grant(p.Items, p.Bytes)
 		ss.early, ss.earlyTx = c, string(e.Tx)
 	}

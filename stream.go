@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"hash/maphash"
 	"iter"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
+	"github.com/isolated-workers/worker/internal/jsonfast"
 	"github.com/isolated-workers/worker/internal/wire"
 )
 
@@ -71,13 +74,26 @@ func Stream[P, I, R any](ctx context.Context, c Caller, m StreamType[P, I, R], p
 		sk.result = nil
 	}
 	items = func(yield func(I, error) bool) {
-		final = runStream(ctx, c, m.name, &payload, sk, func(b []byte) bool {
-			var it I
-			if err := sk.ser.DecodePayload(b, &it); err != nil {
+		slot := new(I) // decoded into, zeroed first: no allocation per item
+		var plan *itemPlan
+		final = runStream(ctx, c, m.name, &payload, sk, func(b []byte, c *codec, owned bool) bool {
+			var zero I
+			*slot = zero
+			if plan == nil {
+				plan = planFor[I](c)
+			}
+			if plan.decode(b, unsafe.Pointer(slot)) {
+				return yield(*slot, nil)
+			}
+			ser := c.ser
+			if owned {
+				ser = ownedBinary{} // a byte string may be the batch's memory: it is mostly this item
+			}
+			if err := ser.DecodePayload(b, slot); err != nil {
 				sk.failed = fmt.Errorf("worker: %s: decoding an item: %w", m.name, err)
 				return false
 			}
-			return yield(it, nil)
+			return yield(*slot, nil)
 		})
 		if final != nil && !sk.left {
 			var zero I
@@ -95,28 +111,26 @@ func Stream[P, I, R any](ctx context.Context, c Caller, m StreamType[P, I, R], p
 
 // runStream makes the call behind a Stream and feeds its items to each
 // until each returns false; it returns the stream's outcome.
-func runStream(ctx context.Context, c Caller, typ string, payload any, sk *streamSink, each func([]byte) bool) error {
+func runStream(ctx context.Context, c Caller, typ string, payload any, sk *streamSink, each func([]byte, *codec, bool) bool) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- c.Invoke(ctx, typ, payload, sk) }()
 	var err error
-	var batch [][]byte
+	var batches [][]byte
 	finished := false
 	for {
-		batch = sk.next(batch[:0], done, &err, &finished)
-		if len(batch) == 0 {
+		batches = sk.next(batches[:0], done, &err, &finished)
+		if len(batches) == 0 {
 			return err
 		}
-		ok, n, size := true, 0, 0
-		for _, b := range batch {
-			n, size = n+1, size+len(b)
-			if ok = each(b); !ok {
+		ok := true
+		for _, b := range batches {
+			if ok = sk.walk(b, each); !ok {
 				break
 			}
 		}
-		clear(batch)
-		sk.consumed(n, size)
+		clear(batches)
 		if !ok {
 			cancel()
 			if !finished {
@@ -132,42 +146,49 @@ func runStream(ctx context.Context, c Caller, typ string, payload any, sk *strea
 }
 
 // streamSink receives a stream's items on the host: the Client pushes
-// them as they arrive (never more than the window), the range takes them.
+// the batches as they arrive (never more than the window), the range
+// takes them.
 type streamSink struct {
-	result any        // where the final result is decoded; nil for Void
-	ser    Serializer // the connection's, set by the Client
+	result any // where the final result is decoded; nil for Void
 	wake   chan struct{}
-	failed error // an item could not be decoded
+	failed error // an item could not be decoded, or a batch was malformed
 	left   bool  // the range was left early
+	recv   int   // items taken by the range (the range's)
 
-	mu     sync.Mutex
-	queue  [][]byte
-	got    int                    // items received, on any connection
-	used   [2]int                 // items and bytes taken since the last credit
-	window [2]int                 // the window, in items and bytes
-	credit func(items, bytes int) // returns credit to the worker
-	over   func(err error)        // fails the stream: the worker broke the window
+	mu       sync.Mutex
+	codec    *codec                 // the connection's, set by bind
+	queue    [][]byte               // batches: arrays of items, in the serializer's encoding
+	queued   int                    // bytes in queue
+	got      int                    // batches received, on any connection
+	used     [2]int                 // items and bytes taken since the last credit
+	returned int                    // items credited back to the worker
+	window   [2]int                 // the window, in items and bytes
+	credit   func(items, bytes int) // returns credit to the worker
+	over     func(err error)        // fails the stream: the worker broke the window
 }
 
-// bind attaches the sink to a connection: c decodes its items, credit
-// returns room to the worker.
-func (sk *streamSink) bind(ser Serializer, window [2]int, credit func(int, int), over func(error)) {
+// bind attaches the sink to a connection: its codec decodes the items,
+// credit returns room to the worker.
+func (sk *streamSink) bind(c *codec, window [2]int, credit func(int, int), over func(error)) {
 	sk.mu.Lock()
 	defer sk.mu.Unlock()
-	sk.ser, sk.window, sk.credit, sk.over = ser, window, credit, over
+	sk.codec, sk.window, sk.credit, sk.over = c, window, credit, over
 	sk.used = [2]int{}
 }
 
-// push queues an item that arrived (b is the sink's to keep).
+// push queues a batch that arrived (b is the sink's to keep). A worker
+// keeps within the window: the bytes queued stay within twice it (the
+// arrays' own bytes, and an item that overdraws, are the slack).
 func (sk *streamSink) push(b []byte) {
 	sk.mu.Lock()
+	over := sk.queued > 2*sk.window[1]+sk.window[0]
 	sk.queue = append(sk.queue, b)
+	sk.queued += len(b)
 	sk.got++
-	n := len(sk.queue)
-	over := sk.over
+	fail := sk.over
 	sk.mu.Unlock()
-	if n > sk.window[0] && over != nil {
-		over(fmt.Errorf("%w: the worker sent %d stream items beyond a window of %d", ErrProtocol, n, sk.window[0]))
+	if over && fail != nil {
+		fail(fmt.Errorf("%w: the worker sent stream items beyond a window of %d bytes", ErrProtocol, sk.window[1]))
 	}
 	select {
 	case sk.wake <- struct{}{}:
@@ -175,23 +196,23 @@ func (sk *streamSink) push(b []byte) {
 	}
 }
 
-// next appends the items received to batch, taking them all at once (one
-// lock for many items), waiting for one if there is none; it returns
-// none once the call is over (its outcome in *err, *finished set) and no
-// item is left: every item arrives before the final reply.
-func (sk *streamSink) next(batch [][]byte, done <-chan error, err *error, finished *bool) [][]byte {
+// next appends the batches received to batches, taking them all at once,
+// waiting for one if there is none; it returns none once the call is over
+// (its outcome in *err, *finished set) and no batch is left: every item
+// arrives before the final reply.
+func (sk *streamSink) next(batches [][]byte, done <-chan error, err *error, finished *bool) [][]byte {
 	for {
 		sk.mu.Lock()
 		if len(sk.queue) > 0 {
-			batch = append(batch, sk.queue...)
+			batches = append(batches, sk.queue...)
 			clear(sk.queue)
-			sk.queue = sk.queue[:0]
+			sk.queue, sk.queued = sk.queue[:0], 0
 			sk.mu.Unlock()
-			return batch
+			return batches
 		}
 		sk.mu.Unlock()
 		if *finished {
-			return batch
+			return batches
 		}
 		select {
 		case <-sk.wake:
@@ -204,9 +225,45 @@ func (sk *streamSink) next(batch [][]byte, done <-chan error, err *error, finish
 	}
 }
 
+// walk feeds the items of the batch b to each, with the connection's
+// codec and whether an item may keep the batch's memory, and returns
+// credit as the range takes them; it reports false when each did, or when the batch is
+// malformed or breaks the window (sk.failed says which).
+func (sk *streamSink) walk(b []byte, each func([]byte, *codec, bool) bool) bool {
+	sk.mu.Lock()
+	c, win := sk.codec, sk.window
+	sk.mu.Unlock()
+	n, size, ok := 0, 0, true
+	err := c.eachElem(b, func(item []byte) bool {
+		if sk.recv++; sk.recv-sk.returned > win[0] {
+			sk.failed = fmt.Errorf("%w: the worker sent stream items beyond a window of %d", ErrProtocol, win[0])
+			sk.over(sk.failed)
+			ok = false
+			return false
+		}
+		if ok = each(item, c, c.direct == directBinary && 2*len(item) >= len(b)); !ok {
+			return false
+		}
+		if n, size = n+1, size+len(item); 2*n >= win[0] || 2*size >= win[1] {
+			sk.consumed(n, size)
+			n, size = 0, 0
+		}
+		return true
+	})
+	sk.consumed(n, size)
+	if err != nil && ok {
+		sk.failed = fmt.Errorf("%w: a malformed batch of stream items: %v", ErrProtocol, err)
+		return false
+	}
+	return ok
+}
+
 // consumed notes n items of size bytes in all taken by the range, and
 // returns credit to the worker once half the window has been taken.
 func (sk *streamSink) consumed(n, size int) {
+	if n == 0 {
+		return
+	}
 	sk.mu.Lock()
 	sk.used[0] += n
 	sk.used[1] += size
@@ -214,6 +271,7 @@ func (sk *streamSink) consumed(n, size int) {
 	if 2*sk.used[0] >= sk.window[0] || 2*sk.used[1] >= sk.window[1] {
 		items, bytes = sk.used[0], sk.used[1]
 		sk.used = [2]int{}
+		sk.returned += items
 	}
 	credit := sk.credit
 	sk.mu.Unlock()
@@ -242,7 +300,7 @@ type creditPayload struct {
 
 // The default stream window (see Options.StreamWindow).
 const (
-	defaultStreamWindow      = 64
+	defaultStreamWindow      = 4096
 	defaultStreamWindowBytes = 1 << 20
 )
 
@@ -259,7 +317,7 @@ func HandleStream[P, I, R any](s *Server, m StreamType[P, I, R], h func(ctx cont
 	_, void := any(*new(R)).(Void)
 	s.register(m.name, void, true, funcName(h), func(ctx context.Context, ser Serializer, payload []byte) (any, error) {
 		r, _ := ctx.Value(requestKey{}).(*request)
-		if r == nil || r.credit == nil {
+		if r == nil || r.out == nil {
 			return nil, &RemoteError{Name: "Error", Code: codeNotStream,
 				Message: fmt.Sprintf("%q is a stream: call it with worker.Stream", m.name)}
 		}
@@ -270,7 +328,9 @@ func HandleStream[P, I, R any](s *Server, m StreamType[P, I, R], h func(ctx cont
 					Message: fmt.Sprintf("invalid payload for %q: %v", m.name, err)}
 			}
 		}
-		res, err := h(ctx, p, func(item I) error { return r.ss.sendItem(r, &item) })
+		slot := new(I) // the item being sent, under the stream's lock: no allocation per item
+		r.out.plan = planFor[I](r.ss.codec)
+		res, err := h(ctx, p, func(item I) error { return sendItem(r, r.out, slot, item) })
 		if err != nil || void {
 			return nil, err
 		}
@@ -278,88 +338,225 @@ func HandleStream[P, I, R any](s *Server, m StreamType[P, I, R], h func(ctx cont
 	})
 }
 
-// credits is the room a host has given a stream's handler to send items.
-type credits struct {
-	mu     sync.Mutex
-	items  int
-	bytes  int
-	window int           // the byte window: the first grant
-	wake   chan struct{} // receives when credit comes
+// outStream is the sending side of a stream, in the worker: the credit
+// its host has given it, and the items sent but not yet written. Items
+// are appended, encoded, to an open batch (an array in the serializer's
+// encoding: see wire.EachJSON and wire.EachCBOR); the session's write
+// queue pulls the batch as one frame when it is about to write (it is a
+// wire.Source). So a handler faster than the connection sends few frames
+// of many items, and one slower than it has each item written at once.
+type outStream struct {
+	ss *session
+	tx string
+
+	mu      sync.Mutex
+	items   int           // the credit left, in items
+	bytes   int           //   and in bytes (negative after an overdraft)
+	window  int           // the byte window: the first grant
+	wake    chan struct{} // receives when credit comes
+	plan    *itemPlan     // the items' fast path, set before the handler runs
+	open    []byte        // the open batch: its array's start and elements
+	n       int           // items in open
+	spare   []byte        // the buffer of the batch pulled before, for the next
+	waiting int           // senders waiting for credit
+	closed  []byte        // batches closed because they grew big, framed
+	woken   bool          // the write queue will pull
+	sealed  bool          // the handler returned: no more items
+	err     error         // a batch could not be framed
 }
 
-func newCredits() *credits { return &credits{wake: make(chan struct{}, 1)} }
+// itemPlan is the fast path of a stream's item type under a connection's
+// serializer, found once per stream (see jsonfast.Plan and cborScalar).
+type itemPlan struct {
+	json jsonfast.Plan
+	cbor cborScalar
+}
+
+func planFor[I any](c *codec) *itemPlan {
+	switch c.direct {
+	case directJSON:
+		return &itemPlan{json: jsonfast.PlanFor(reflect.TypeFor[*I]())}
+	case directBinary:
+		return &itemPlan{cbor: cborScalarFor(reflect.TypeFor[I]())}
+	}
+	return &itemPlan{}
+}
+
+// append appends the encoding of the item at p, or reports false.
+func (pl *itemPlan) append(dst []byte, p unsafe.Pointer) ([]byte, bool) {
+	if out, ok := pl.json.Append(dst, p); ok {
+		return out, true
+	}
+	return pl.cbor.append(dst, p)
+}
+
+// decode decodes data into the item at p, or reports false.
+func (pl *itemPlan) decode(data []byte, p unsafe.Pointer) bool {
+	return pl.json.Decode(data, p) || pl.cbor.decode(data, p)
+}
+
+// batchMax is the size at which a batch is closed and the next item
+// starts another: frames stay well within any size limit, and the first
+// items of a big burst are not held back by the last.
+const batchMax = 64 << 10
+
+func newOutStream(ss *session, tx string) *outStream {
+	return &outStream{ss: ss, tx: tx, wake: make(chan struct{}, 1)}
+}
 
 // grant adds credit.
-func (c *credits) grant(items, bytes int) {
-	c.mu.Lock()
-	if c.window == 0 {
-		c.window = bytes
+func (o *outStream) grant(items, bytes int) {
+	o.mu.Lock()
+	if o.window == 0 {
+		o.window = bytes
 	}
-	c.items += items
-	c.bytes += bytes
-	c.mu.Unlock()
-	c.signal()
+	o.items += items
+	o.bytes += bytes
+	o.mu.Unlock()
+	o.signal()
 }
 
-func (c *credits) signal() {
+func (o *outStream) signal() {
 	select {
-	case c.wake <- struct{}{}:
+	case o.wake <- struct{}{}:
 	default:
 	}
 }
 
-// take waits, within ctx, for the credit of one item of n bytes. An item
+// sendItem adds item to o's open batch once the host has room for it,
+// waiting within ctx; slot holds the item while it is encoded. An item
 // larger than the byte credit left goes when at least half the window is
 // there: the host returns credit once half the window is taken, so a big
 // item never waits for credit that will not come, and a stream holds at
 // most the window plus one item.
-func (c *credits) take(ctx context.Context, n int) error {
-	for {
-		c.mu.Lock()
-		if c.items > 0 && (c.bytes >= n || 2*c.bytes >= c.window) {
-			c.items--
-			c.bytes -= n
-			more := c.items > 0 && c.bytes > 0
-			c.mu.Unlock()
-			if more {
-				c.signal() // another sender may be waiting: one grant, one wake
-			}
-			return nil
-		}
-		c.mu.Unlock()
-		select {
-		case <-c.wake:
-		case <-ctx.Done():
+func sendItem[I any](ctx context.Context, o *outStream, slot *I, item I) error {
+	for waited := false; ; {
+		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("worker: the stream has ended: %w", context.Cause(ctx))
+		}
+		var zero I
+		o.mu.Lock()
+		if waited {
+			o.waiting--
+		}
+		*slot = item
+		ok, wake, err := o.add(slot, unsafe.Pointer(slot))
+		*slot = zero
+		more := o.waiting > 0 && o.items > 0 && o.bytes > 0
+		if waited = !ok && err == nil; waited {
+			o.waiting++
+		}
+		o.mu.Unlock()
+		if more {
+			o.signal() // another sender waits: one grant, one wake
+		}
+		if wake {
+			o.ss.wq.Wake(o)
+		}
+		if !waited {
+			return err
+		}
+		select {
+		case <-o.wake:
+		case <-ctx.Done():
 		}
 	}
 }
 
-// sendItem sends one item of r's stream, once the host has room for it.
-func (ss *session) sendItem(r *request, item any) error {
-	if err := r.Err(); err != nil {
-		return fmt.Errorf("worker: the stream has ended: %w", err)
+// add encodes item, which is p, into the open batch if there is credit
+// for it; ok reports that it did. It needs o.mu.
+func (o *outStream) add(item any, p unsafe.Pointer) (ok, wake bool, err error) {
+	if o.sealed {
+		return false, false, errors.New("worker: the stream has ended: its handler returned")
 	}
-	pbuf, fbuf := getBuf(), getBuf()
-	defer putBuf(pbuf)
-	defer putBuf(fbuf)
-	p, err := ss.codec.ser.AppendPayload((*pbuf)[:0], item)
-	*pbuf = p
+	start := len(o.open)
+	o.open = o.ss.codec.appendElem(o.open, o.n)
+	at := len(o.open)
+	var done bool
+	if o.open, done = o.plan.append(o.open, p); !done {
+		o.open, err = o.ss.codec.ser.AppendPayload(o.open, item)
+	}
+	size := len(o.open) - at
+	switch {
+	case err != nil:
+		err = fmt.Errorf("worker: encoding a stream item: %w", err)
+	case size > o.ss.codec.max-len(o.tx)-64:
+		err = fmt.Errorf("%w: a stream item of %d bytes does not fit in a message (the limit is %d)", ErrTooLarge, size, o.ss.codec.max)
+	case o.items > 0 && (o.bytes >= size || 2*o.bytes >= o.window):
+		o.items--
+		o.bytes -= size
+		o.n++
+		o.ss.codec.endElem(o.open, at)
+		if len(o.open) >= batchMax {
+			o.closed = o.frame(o.closed)
+		}
+		wake, o.woken = !o.woken, true
+		return true, wake, nil
+	}
+	o.open = o.open[:start] // not sent: taken back
+	return false, false, err
+}
+
+// frame appends the frame of the open batch, if it has items, to dst,
+// and empties it. It needs o.mu.
+func (o *outStream) frame(dst []byte) []byte {
+	dst, err := o.frameOf(dst, o.open, o.n)
+	if err != nil && o.err == nil {
+		o.err = err
+	}
+	o.open, o.n = o.open[:0], 0
+	return dst
+}
+
+// frameOf appends the frame of the batch open, of n items, to dst.
+func (o *outStream) frameOf(dst, open []byte, n int) ([]byte, error) {
+	if n == 0 {
+		return dst, nil
+	}
+	payload, err := o.ss.codec.closeBatch(open)
+	if err == nil {
+		dst, err = o.ss.codec.frame(dst, typeItems, o.tx, payload, 0)
+	}
 	if err != nil {
-		return fmt.Errorf("worker: encoding a stream item: %w", err)
+		return dst, fmt.Errorf("worker: framing a batch of %d stream items: %w", n, err)
 	}
-	if err := r.credit.take(r, len(p)); err != nil {
-		return err
+	return dst, nil
+}
+
+// Pull implements wire.Source: the write queue takes the items sent so
+// far. The open batch is framed outside the lock, while senders add to
+// the spare buffer; its own buffer is the next spare.
+func (o *outStream) Pull(dst []byte) []byte {
+	o.mu.Lock()
+	o.woken = false
+	dst = append(dst, o.closed...)
+	o.closed = o.closed[:0]
+	open, n := o.open, o.n
+	o.open, o.n, o.spare = o.spare[:0], 0, nil
+	o.mu.Unlock()
+	if n == 0 {
+		return dst
 	}
-	frame, err := ss.codec.frame((*fbuf)[:0], typeItem, r.tx, p, 0)
-	*fbuf = frame
-	if err != nil {
-		return err
+	dst, err := o.frameOf(dst, open, n)
+	o.mu.Lock()
+	if err != nil && o.err == nil {
+		o.err = err
 	}
-	// Queued (copied) or written before it returns: the buffers are free
-	// again. Queued, the items of a stream share system calls.
-	ss.write(frame, nil, time.Time{}, true)
-	return nil
+	o.spare = open[:0]
+	o.mu.Unlock()
+	return dst
+}
+
+// seal ends the stream once its handler has returned: it returns the
+// frames of the items not yet pulled, to be written before the reply,
+// and the error that lost some, if any. Later sends fail.
+func (o *outStream) seal() ([]byte, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.sealed = true
+	frames := o.frame(o.closed)
+	o.closed, o.open = nil, nil
+	return frames, o.err
 }
 
 // Progress is a report of a call's progress (see Report and WithProgress).
@@ -647,7 +844,7 @@ func (c *Client) openStream(dst []byte, sk *streamSink, typ string, tx *string) 
 		*tx = t
 	}
 	id, win := *tx, [2]int{c.cfg.window, c.cfg.windowBytes}
-	sk.bind(c.cfg.ser, win, func(items, bytes int) { c.sendCredit(id, items, bytes) }, c.fail)
+	sk.bind(c.codec, win, func(items, bytes int) { c.sendCredit(id, items, bytes) }, c.fail)
 	p, _ := c.cfg.ser.AppendPayload(nil, &creditPayload{Items: win[0], Bytes: win[1]})
 	return c.codec.frame(dst, typeCredit, id, p, 0)
 }
@@ -692,7 +889,7 @@ func (c *Client) sendCredit(tx string, items, bytes int) {
 // host), and reports whether e was one.
 func (c *Client) control(e *wire.Envelope) bool {
 	switch string(e.Type) {
-	case typeItem:
+	case typeItems:
 		if sk, _ := c.peek(e.Tx); sk != nil {
 			sk.push(append([]byte(nil), e.Payload...))
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"strconv"
 	"testing"
 
 	"github.com/isolated-workers/worker/internal/wire"
@@ -182,5 +183,30 @@ func FuzzJSONPlanEncode(f *testing.F) {
 			I: int32(i), U: uint(u), N: planName(s)})
 		checkPlanEncode(t, &s)
 		checkPlanEncode(t, &i)
+	})
+}
+
+func TestAppendIntMatchesStrconv(t *testing.T) {
+	for _, n := range []int64{0, 1, 9, 10, 11, 99, 100, 12345, -1, -9, -10, -12345, 1<<63 - 1, -1 << 63, 999999999999999999, 1000000000000000000} {
+		if got, want := string(appendInt([]byte("x"), n)), "x"+strconv.FormatInt(n, 10); got != want {
+			t.Errorf("appendInt(%d) = %s, want %s", n, got, want)
+		}
+	}
+	for _, u := range []uint64{0, 9, 10, 1<<64 - 1, 10000000000000000000, 9999999999999999999} {
+		if got, want := string(appendUint(nil, u)), strconv.FormatUint(u, 10); got != want {
+			t.Errorf("appendUint(%d) = %s, want %s", u, got, want)
+		}
+	}
+}
+
+func FuzzAppendInt(f *testing.F) {
+	f.Add(int64(-1234567))
+	f.Fuzz(func(t *testing.T, n int64) {
+		if got, want := string(appendInt(nil, n)), strconv.FormatInt(n, 10); got != want {
+			t.Fatalf("appendInt(%d) = %s, want %s", n, got, want)
+		}
+		if got, want := string(appendUint(nil, uint64(n))), strconv.FormatUint(uint64(n), 10); got != want {
+			t.Fatalf("appendUint(%d) = %s, want %s", uint64(n), got, want)
+		}
 	})
 }

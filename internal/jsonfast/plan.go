@@ -4,6 +4,7 @@ import (
 	"encoding"
 	"encoding/json"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -224,6 +225,36 @@ func (pl *jsonPlan) encode(dst []byte, p unsafe.Pointer) ([]byte, bool) {
 	return append(dst, '}'), true
 }
 
+// appendInt is strconv.AppendInt(dst, n, 10), written straight into dst:
+// a stream of small integers spends much of its time here.
+func appendInt(dst []byte, n int64) []byte {
+	if n < 0 {
+		return appendUint(append(dst, '-'), uint64(-n)) // -MinInt64 is MinInt64, whose bits are right
+	}
+	return appendUint(dst, uint64(n))
+}
+
+// appendUint is strconv.AppendUint(dst, u, 10), written straight into dst.
+func appendUint(dst []byte, u uint64) []byte {
+	if u < 10 {
+		return append(dst, byte('0'+u))
+	}
+	n := 1
+	for v := u; v >= 10; v /= 10 {
+		n++
+	}
+	dst = slices.Grow(dst, n)
+	end := len(dst) + n
+	dst = dst[:end]
+	for i := end - 1; u >= 10; i-- {
+		q := u / 10
+		dst[i] = byte('0' + u - q*10)
+		u = q
+	}
+	dst[end-n] = byte('0' + u)
+	return dst
+}
+
 func appendScalar(dst []byte, k reflect.Kind, p unsafe.Pointer) ([]byte, bool) {
 	switch k {
 	case reflect.String:
@@ -237,25 +268,25 @@ func appendScalar(dst []byte, k reflect.Kind, p unsafe.Pointer) ([]byte, bool) {
 	case reflect.Bool:
 		return strconv.AppendBool(dst, *(*bool)(p)), true
 	case reflect.Int:
-		return strconv.AppendInt(dst, int64(*(*int)(p)), 10), true
+		return appendInt(dst, int64(*(*int)(p))), true
 	case reflect.Int8:
-		return strconv.AppendInt(dst, int64(*(*int8)(p)), 10), true
+		return appendInt(dst, int64(*(*int8)(p))), true
 	case reflect.Int16:
-		return strconv.AppendInt(dst, int64(*(*int16)(p)), 10), true
+		return appendInt(dst, int64(*(*int16)(p))), true
 	case reflect.Int32:
-		return strconv.AppendInt(dst, int64(*(*int32)(p)), 10), true
+		return appendInt(dst, int64(*(*int32)(p))), true
 	case reflect.Int64:
-		return strconv.AppendInt(dst, *(*int64)(p), 10), true
+		return appendInt(dst, *(*int64)(p)), true
 	case reflect.Uint:
-		return strconv.AppendUint(dst, uint64(*(*uint)(p)), 10), true
+		return appendUint(dst, uint64(*(*uint)(p))), true
 	case reflect.Uint8:
-		return strconv.AppendUint(dst, uint64(*(*uint8)(p)), 10), true
+		return appendUint(dst, uint64(*(*uint8)(p))), true
 	case reflect.Uint16:
-		return strconv.AppendUint(dst, uint64(*(*uint16)(p)), 10), true
+		return appendUint(dst, uint64(*(*uint16)(p))), true
 	case reflect.Uint32:
-		return strconv.AppendUint(dst, uint64(*(*uint32)(p)), 10), true
+		return appendUint(dst, uint64(*(*uint32)(p))), true
 	case reflect.Uint64:
-		return strconv.AppendUint(dst, *(*uint64)(p), 10), true
+		return appendUint(dst, *(*uint64)(p)), true
 	}
 	return dst, false
 }
@@ -404,6 +435,10 @@ func parseScalar(b []byte, k reflect.Kind) (v scalarValue, ok bool) {
 		}
 		return v, false
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		if n, ok := shortInt(b); ok {
+			sh := 64 - bits(k)
+			return scalarValue{u: uint64(n)}, n<<sh>>sh == n
+		}
 		if !jsonInteger(b) {
 			return v, false
 		}
@@ -417,6 +452,30 @@ func parseScalar(b []byte, k reflect.Kind) (v scalarValue, ok bool) {
 		return scalarValue{u: u}, err == nil
 	}
 	return v, false
+}
+
+// shortInt parses an integer of at most 18 digits (which cannot overflow
+// an int64) in JSON's syntax; it reports false for anything else.
+func shortInt(b []byte) (int64, bool) {
+	neg := len(b) > 0 && b[0] == '-'
+	d := b
+	if neg {
+		d = b[1:]
+	}
+	if len(d) == 0 || len(d) > 18 || len(d) > 1 && d[0] == '0' {
+		return 0, false
+	}
+	var n int64
+	for _, c := range d {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	if neg {
+		n = -n
+	}
+	return n, true
 }
 
 // jsonInteger reports whether b is a JSON number without fraction or
@@ -494,4 +553,33 @@ func planned(v any) (*jsonPlan, unsafe.Pointer) {
 		return nil, nil
 	}
 	return pl, p
+}
+
+// Plan is the fast path of one pointer type, looked up once rather than
+// on every call: a stream encodes or decodes many values of one type. Its
+// zero value has none.
+type Plan struct{ pl *jsonPlan }
+
+// PlanFor returns the plan of the pointer type pt.
+func PlanFor(pt reflect.Type) Plan { return Plan{planOf(pt)} }
+
+// Append appends the encoding of the value at p, a pointer of the plan's
+// type, as Append would; it reports false, with dst unchanged, when the
+// fast path cannot (Append then can).
+func (p Plan) Append(dst []byte, v unsafe.Pointer) ([]byte, bool) {
+	if p.pl == nil {
+		return dst, false
+	}
+	out, ok := p.pl.encode(dst, v)
+	if !ok {
+		return dst, false
+	}
+	return out, true
+}
+
+// Decode decodes data into the value at v, a pointer of the plan's type,
+// as Decode would; it reports false, having changed nothing, when the
+// fast path cannot (Decode then can).
+func (p Plan) Decode(data []byte, v unsafe.Pointer) bool {
+	return p.pl != nil && p.pl.decode(data, v)
 }

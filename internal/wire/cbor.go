@@ -46,3 +46,27 @@ func CBORByteString(data []byte) ([]byte, bool) {
 	}
 	return data[h:len(data):len(data)], true
 }
+
+// CBORHeadOf splits data into its first head, major type mt and argument
+// n, and what follows it; ok is false for an indefinite length, a
+// reserved head or data too short.
+func CBORHeadOf(data []byte) (mt byte, n uint64, rest []byte, ok bool) {
+	if len(data) == 0 {
+		return 0, 0, nil, false
+	}
+	mt, ai := data[0]>>5, data[0]&0x1f
+	switch {
+	case ai < 24:
+		return mt, uint64(ai), data[1:], true
+	case ai <= 27:
+		w := 1 << (ai - 24)
+		if len(data) < 1+w {
+			return 0, 0, nil, false
+		}
+		for _, c := range data[1 : 1+w] {
+			n = n<<8 | uint64(c)
+		}
+		return mt, n, data[1+w:], true
+	}
+	return 0, 0, nil, false
+}

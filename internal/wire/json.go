@@ -238,6 +238,15 @@ func validUTF8(b []byte) []byte {
 func (p *parser) value() ([]byte, error) {
 	start, depth := p.i, 0
 	for p.i < len(p.b) {
+		if depth > 0 {
+			// Inside an object or array, only strings and brackets count.
+			for p.i < len(p.b) && !structural[p.b[p.i]] {
+				p.i++
+			}
+			if p.i == len(p.b) {
+				break
+			}
+		}
 		c := p.b[p.i]
 		switch c {
 		case '"':
@@ -271,6 +280,9 @@ func (p *parser) value() ([]byte, error) {
 	}
 	return p.scalar(start)
 }
+
+// structural marks the bytes that value must look at inside a container.
+var structural = [256]bool{'"': true, '{': true, '}': true, '[': true, ']': true}
 
 func (p *parser) scalar(start int) ([]byte, error) {
 	if p.i == start {

@@ -72,6 +72,8 @@ type WriteQueue struct {
 	unwanted     []uint64
 	dropped      []uint64
 
+	sources []Source // to be pulled before the next write (see Wake)
+
 	bigWaiting int           // writers of big frames waiting to write
 	wake       chan struct{} // closed when waiters may retry; nil if none
 	err        error         // the stream broke: every write fails with it
@@ -134,7 +136,7 @@ func (q *WriteQueue) Write(done <-chan struct{}, frame, tail []byte, deadline ti
 // queued meanwhile, or to the writers waiting.
 func (q *WriteQueue) release() {
 	q.mu.Lock()
-	if len(q.queued) > 0 && q.err == nil {
+	if (len(q.queued) > 0 || len(q.sources) > 0) && q.err == nil {
 		q.writer = flusher
 		go q.flush()
 	} else {
@@ -307,16 +309,22 @@ func (q *WriteQueue) flush() {
 		// first and queue their frames: the batch grows.
 		runtime.Gosched()
 		q.mu.Lock()
-		if len(q.queued) == 0 || q.err != nil {
+		if len(q.queued) == 0 && len(q.sources) == 0 || q.err != nil {
 			break
 		}
 		b := batch{q.queued, q.ends, q.ids}
 		q.queued, q.ends, q.ids = q.spare.b[:0], q.spare.ends[:0], q.spare.ids[:0]
 		q.spare = batch{}
 		q.flying = b.ids
+		srcs := q.sources
+		q.sources = nil
 		q.signal() // room in the queue
 		q.mu.Unlock()
 
+		b = pull(b, srcs)
+		if len(b.b) == 0 {
+			continue
+		}
 		n, err := q.Conn.Write(b.b)
 
 		q.mu.Lock()
@@ -343,6 +351,19 @@ func (q *WriteQueue) flush() {
 	q.writer = noWriter
 	q.signal()
 	q.mu.Unlock()
+}
+
+// pull appends to b the frames of the sources woken (see Wake), in the
+// order they were woken; they cannot be taken back.
+func pull(b batch, srcs []Source) batch {
+	for _, s := range srcs {
+		n := len(b.b)
+		if b.b = s.Pull(b.b); len(b.b) > n {
+			b.ends = append(b.ends, len(b.b))
+			b.ids = append(b.ids, 0)
+		}
+	}
+	return b
 }
 
 // requeue puts back at the head of the queue what an interrupted write
@@ -392,6 +413,35 @@ func (q *WriteQueue) takeUnwanted(id uint64) bool {
 		return true
 	}
 	return false
+}
+
+// A Source makes frames at the last moment: when the queue is about to
+// write (see Wake).
+type Source interface {
+	// Pull appends the source's frames, if it has any, to dst and returns
+	// it. It is called without the queue's lock held, by the goroutine
+	// that writes.
+	Pull(dst []byte) []byte
+}
+
+// Wake asks the queue to pull src's frames with its next write, after
+// the frames queued so far: src has something to send, and whatever it
+// adds before the pull goes in the same frames, so that a producer
+// faster than the connection sends few big frames, not many small ones,
+// while one slower than it has each frame written at once. A source may
+// be woken again before its pull: a pull that finds nothing appends
+// nothing.
+func (q *WriteQueue) Wake(src Source) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.err != nil {
+		return
+	}
+	q.sources = append(q.sources, src)
+	if q.writer == noWriter {
+		q.writer = flusher
+		go q.flush()
+	}
 }
 
 // Remove takes back the queued frame of ticket, unless its writing has
@@ -453,7 +503,7 @@ func (q *WriteQueue) fail(err error) {
 	if first {
 		q.err = err
 		q.queued, q.ends, q.ids = nil, nil, nil
-		q.unwanted = nil
+		q.unwanted, q.sources = nil, nil
 		q.signal()
 	}
 	q.mu.Unlock()
