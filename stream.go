@@ -117,7 +117,7 @@ func runStream(ctx context.Context, c Caller, typ string, payload any, sk *strea
 	done := make(chan error, 1)
 	go func() { done <- c.Invoke(ctx, typ, payload, sk) }()
 	var err error
-	var batches [][]byte
+	var batches []batch
 	finished := false
 	for {
 		batches = sk.next(batches[:0], done, &err, &finished)
@@ -126,7 +126,7 @@ func runStream(ctx context.Context, c Caller, typ string, payload any, sk *strea
 		}
 		ok := true
 		for _, b := range batches {
-			if ok = sk.walk(b, each); !ok {
+			if ok = sk.walk(b.items, b.credited, each); !ok {
 				break
 			}
 		}
@@ -157,7 +157,7 @@ type streamSink struct {
 
 	mu       sync.Mutex
 	codec    *codec                 // the connection's, set by bind
-	queue    [][]byte               // batches: arrays of items, in the serializer's encoding
+	queue    []batch                // batches, as they arrived
 	queued   int                    // bytes in queue
 	got      int                    // batches received, on any connection
 	used     [2]int                 // items and bytes taken since the last credit
@@ -177,12 +177,13 @@ func (sk *streamSink) bind(c *codec, window [2]int, credit func(int, int), over 
 }
 
 // push queues a batch that arrived (b is the sink's to keep). A worker
-// keeps within the window: the bytes queued stay within twice it (the
-// arrays' own bytes, and an item that overdraws, are the slack).
+// keeps within the window, so the batches queued before this one hold no
+// more than the window's bytes in items, and a separator and two
+// brackets at most per item; a worker that sends more is cut off.
 func (sk *streamSink) push(b []byte) {
 	sk.mu.Lock()
-	over := sk.queued > 2*sk.window[1]+sk.window[0]
-	sk.queue = append(sk.queue, b)
+	over := sk.queued > 2*sk.window[1]+3*min(sk.window[0], sk.window[1]+1)
+	sk.queue = append(sk.queue, batch{items: b, credited: sk.returned})
 	sk.queued += len(b)
 	sk.got++
 	fail := sk.over
@@ -196,11 +197,19 @@ func (sk *streamSink) push(b []byte) {
 	}
 }
 
+// batch is a batch of items as it arrived: an array of items in the
+// serializer's encoding, and the items the host had credited back when it
+// came (its items are within the window given so far).
+type batch struct {
+	items    []byte
+	credited int
+}
+
 // next appends the batches received to batches, taking them all at once,
 // waiting for one if there is none; it returns none once the call is over
 // (its outcome in *err, *finished set) and no batch is left: every item
 // arrives before the final reply.
-func (sk *streamSink) next(batches [][]byte, done <-chan error, err *error, finished *bool) [][]byte {
+func (sk *streamSink) next(batches []batch, done <-chan error, err *error, finished *bool) []batch {
 	for {
 		sk.mu.Lock()
 		if len(sk.queue) > 0 {
@@ -227,15 +236,17 @@ func (sk *streamSink) next(batches [][]byte, done <-chan error, err *error, fini
 
 // walk feeds the items of the batch b to each, with the connection's
 // codec and whether an item may keep the batch's memory, and returns
-// credit as the range takes them; it reports false when each did, or when the batch is
-// malformed or breaks the window (sk.failed says which).
-func (sk *streamSink) walk(b []byte, each func([]byte, *codec, bool) bool) bool {
+// credit as the range takes them; it reports false when each did, or when
+// the batch is malformed or breaks the window (sk.failed says which): the
+// worker had credit for no more than the window and the credit returned
+// before the batch came (credited).
+func (sk *streamSink) walk(b []byte, credited int, each func([]byte, *codec, bool) bool) bool {
 	sk.mu.Lock()
 	c, win := sk.codec, sk.window
 	sk.mu.Unlock()
 	n, size, ok := 0, 0, true
 	err := c.eachElem(b, func(item []byte) bool {
-		if sk.recv++; sk.recv-sk.returned > win[0] {
+		if sk.recv++; sk.recv-credited > win[0] {
 			sk.failed = fmt.Errorf("%w: the worker sent stream items beyond a window of %d", ErrProtocol, win[0])
 			sk.over(sk.failed)
 			ok = false

@@ -34,6 +34,11 @@ var (
 	STAskHost = worker.Define[string, string]("stAskHost")
 	// HostGet is served by the host: the worker's calls to it.
 	HostGet = worker.Define[string, string]("hostGet")
+	// STLockstep streams 0..n-1, and after each item asks the host
+	// (HostSeen) to confirm that its range has it.
+	STLockstep = worker.DefineStream[int, int, worker.Void]("stLockstep")
+	// HostSeen is served by the host: it returns once the range has item n.
+	HostSeen = worker.Define[int, worker.Void]("hostSeen")
 )
 
 var stSent atomic.Int64
@@ -83,6 +88,17 @@ func registerStreamHandlers(s *worker.Server) {
 	})
 	worker.Handle(s, STAskHost, func(ctx context.Context, q string) (string, error) {
 		return worker.Call(ctx, worker.Host(ctx), HostGet, q)
+	})
+	worker.HandleStream(s, STLockstep, func(ctx context.Context, n int, send func(int) error) (worker.Void, error) {
+		for i := range n {
+			if err := send(i); err != nil {
+				return worker.Void{}, err
+			}
+			if _, err := worker.Call(ctx, worker.Host(ctx), HostSeen, i); err != nil {
+				return worker.Void{}, err
+			}
+		}
+		return worker.Void{}, nil
 	})
 }
 

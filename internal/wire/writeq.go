@@ -425,7 +425,9 @@ type Source interface {
 }
 
 // Wake asks the queue to pull src's frames with its next write, after
-// the frames queued so far: src has something to send, and whatever it
+// the frames queued by then (those queued after Wake included: a source
+// whose frames must precede a frame of its own takes them back first, as
+// a stream's end does): src has something to send, and whatever it
 // adds before the pull goes in the same frames, so that a producer
 // faster than the connection sends few big frames, not many small ones,
 // while one slower than it has each frame written at once. A source may

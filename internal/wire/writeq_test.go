@@ -241,3 +241,98 @@ func newEnteringPipe() (*enteringConn, net.Conn) {
 	a, b := net.Pipe()
 	return &enteringConn{Conn: a, entered: make(chan struct{}, 100)}, b
 }
+
+// testSource is a Source of testFrames from one producer: it appends
+// frames while the queue writes, and the queue pulls them all at once.
+type testSource struct {
+	mu     sync.Mutex
+	frames []byte
+	pulls  int
+}
+
+func (s *testSource) Pull(dst []byte) []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.frames) > 0 {
+		s.pulls++
+	}
+	dst = append(dst, s.frames...)
+	s.frames = s.frames[:0]
+	return dst
+}
+
+func (s *testSource) add(f []byte) {
+	s.mu.Lock()
+	s.frames = append(s.frames, f...)
+	s.mu.Unlock()
+}
+
+// A source's frames go with the next write, after the frames queued by
+// then, and what it adds while a write is held up goes in one pull.
+func TestWqueueSourcePulledWithTheNextWrite(t *testing.T) {
+	for _, kind := range []string{"pipe", "unix"} {
+		t.Run(kind, func(t *testing.T) {
+			a, b := testConnPair(t, kind)
+			q := &WriteQueue{Conn: a, Broken: func(error) { a.Close() }}
+			src := &testSource{}
+			// A big frame held up by a reader that has not started yet (a
+			// socket takes a few hundred KiB before it blocks).
+			big := testFrame(0, 0, 4<<20)
+			wrote := make(chan error, 1)
+			go func() { _, _, err := q.Write(nil, big, nil, time.Time{}, true, false); wrote <- err }()
+			waitFor(t, func() bool { q.mu.Lock(); defer q.mu.Unlock(); return q.writer == directWriter })
+			if _, _, err := q.Write(nil, testFrame(1, 0, 64), nil, time.Time{}, false, false); err != nil {
+				t.Fatal(err)
+			}
+			for i := range 100 {
+				src.add(testFrame(2, i, 32))
+				q.Wake(src)
+			}
+			if _, _, err := q.Write(nil, testFrame(1, 1, 64), nil, time.Time{}, false, false); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan []int)
+			go func() {
+				var order []int
+				var hdr [12]byte
+				for {
+					if _, err := io.ReadFull(b, hdr[:4]); err != nil {
+						done <- order
+						return
+					}
+					rest := make([]byte, binary.BigEndian.Uint32(hdr[:4])-4)
+					io.ReadFull(b, rest)
+					order = append(order, int(binary.BigEndian.Uint32(rest)))
+				}
+			}()
+			if err := <-wrote; err != nil {
+				t.Fatal(err)
+			}
+			q.Idle()
+			a.Close()
+			order := <-done
+			// 0 (the big frame), then the queue (1, 1), then the source's.
+			want := []int{0, 1, 1}
+			for range 100 {
+				want = append(want, 2)
+			}
+			if fmt.Sprint(order) != fmt.Sprint(want) {
+				t.Fatalf("frames in the order %v", order)
+			}
+			if src.pulls != 1 {
+				t.Fatalf("%d pulls for 100 frames added while a write was held up, want 1", src.pulls)
+			}
+		})
+	}
+}
+
+// waitFor polls cond, yielding in between, until it holds; it fails the
+// test after 10 seconds.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); runtime.Gosched() {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out waiting for a condition")
+		}
+	}
+}
