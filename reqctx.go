@@ -58,7 +58,7 @@ func (r *request) Done() <-chan struct{} {
 			if d := time.Until(r.deadline); d > 0 {
 				r.timer = time.AfterFunc(d, func() { r.cancel(context.DeadlineExceeded) })
 			} else {
-				r.err = context.DeadlineExceeded
+				r.cancelLocked(context.DeadlineExceeded)
 			}
 		}
 		if r.err != nil {

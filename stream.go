@@ -158,6 +158,7 @@ type streamSink struct {
 	mu       sync.Mutex
 	codec    *codec                 // the connection's, set by bind
 	queue    []batch                // batches, as they arrived
+	free     [][]byte               // the memory of batches walked, for the next
 	queued   int                    // bytes in queue
 	got      int                    // batches received, on any connection
 	used     [2]int                 // items and bytes taken since the last credit
@@ -176,13 +177,18 @@ func (sk *streamSink) bind(c *codec, window [2]int, credit func(int, int), over 
 	sk.used = [2]int{}
 }
 
-// push queues a batch that arrived (b is the sink's to keep). A worker
+// push queues a copy of a batch that arrived. A worker
 // keeps within the window, so the batches queued before this one hold no
 // more than the window's bytes in items, and a separator and two
 // brackets at most per item; a worker that sends more is cut off.
-func (sk *streamSink) push(b []byte) {
+func (sk *streamSink) push(payload []byte) {
 	sk.mu.Lock()
 	over := sk.queued > 2*sk.window[1]+3*min(sk.window[0], sk.window[1]+1)
+	var b []byte
+	if k := len(sk.free) - 1; k >= 0 && cap(sk.free[k]) >= len(payload) {
+		b, sk.free = sk.free[k][:0], sk.free[:k]
+	}
+	b = append(b, payload...) // the reader's buffer is reused
 	sk.queue = append(sk.queue, batch{items: b, credited: sk.returned})
 	sk.queued += len(b)
 	sk.got++
@@ -244,7 +250,7 @@ func (sk *streamSink) walk(b []byte, credited int, each func([]byte, *codec, boo
 	sk.mu.Lock()
 	c, win := sk.codec, sk.window
 	sk.mu.Unlock()
-	n, size, ok := 0, 0, true
+	n, size, ok, kept := 0, 0, true, false
 	err := c.eachElem(b, func(item []byte) bool {
 		if sk.recv++; sk.recv-credited > win[0] {
 			sk.failed = fmt.Errorf("%w: the worker sent stream items beyond a window of %d", ErrProtocol, win[0])
@@ -252,7 +258,9 @@ func (sk *streamSink) walk(b []byte, credited int, each func([]byte, *codec, boo
 			ok = false
 			return false
 		}
-		if ok = each(item, c, c.direct == directBinary && 2*len(item) >= len(b)); !ok {
+		owned := c.direct == directBinary && 2*len(item) >= len(b)
+		kept = kept || owned
+		if ok = each(item, c, owned); !ok {
 			return false
 		}
 		if n, size = n+1, size+len(item); 2*n >= win[0] || 2*size >= win[1] {
@@ -266,7 +274,21 @@ func (sk *streamSink) walk(b []byte, credited int, each func([]byte, *codec, boo
 		sk.failed = fmt.Errorf("%w: a malformed batch of stream items: %v", ErrProtocol, err)
 		return false
 	}
+	if !kept && c.direct != directNone {
+		sk.recycle(b)
+	}
 	return ok
+}
+
+// recycle keeps the memory of a batch walked for the next, unless an item
+// kept it: the built-in serializers copy what they decode, but for a
+// byte string that is most of its batch (see walk).
+func (sk *streamSink) recycle(b []byte) {
+	sk.mu.Lock()
+	if len(sk.free) < 4 && cap(b) <= 4*batchMax {
+		sk.free = append(sk.free, b)
+	}
+	sk.mu.Unlock()
 }
 
 // consumed notes n items of size bytes in all taken by the range, and
@@ -311,7 +333,7 @@ type creditPayload struct {
 
 // The default stream window (see Options.StreamWindow).
 const (
-	defaultStreamWindow      = 4096
+	defaultStreamWindow      = 16384
 	defaultStreamWindowBytes = 1 << 20
 )
 
@@ -341,6 +363,7 @@ func HandleStream[P, I, R any](s *Server, m StreamType[P, I, R], h func(ctx cont
 		}
 		slot := new(I) // the item being sent, under the stream's lock: no allocation per item
 		r.out.plan = planFor[I](r.ss.codec)
+		r.Done() // arms the deadline's timer, which sendItem relies on
 		res, err := h(ctx, p, func(item I) error { return sendItem(r, r.out, slot, item) })
 		if err != nil || void {
 			return nil, err
@@ -435,15 +458,15 @@ func (o *outStream) signal() {
 }
 
 // sendItem adds item to o's open batch once the host has room for it,
-// waiting within ctx; slot holds the item while it is encoded. An item
+// waiting within r; slot holds the item while it is encoded. An item
 // larger than the byte credit left goes when at least half the window is
 // there: the host returns credit once half the window is taken, so a big
 // item never waits for credit that will not come, and a stream holds at
 // most the window plus one item.
-func sendItem[I any](ctx context.Context, o *outStream, slot *I, item I) error {
+func sendItem[I any](r *request, o *outStream, slot *I, item I) error {
 	for waited := false; ; {
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("worker: the stream has ended: %w", context.Cause(ctx))
+		if r.ended.Load() { // Err without a clock read: the deadline's timer is armed
+			return fmt.Errorf("worker: the stream has ended: %w", context.Cause(r))
 		}
 		var zero I
 		o.mu.Lock()
@@ -469,7 +492,7 @@ func sendItem[I any](ctx context.Context, o *outStream, slot *I, item I) error {
 		}
 		select {
 		case <-o.wake:
-		case <-ctx.Done():
+		case <-r.Done():
 		}
 	}
 }
@@ -902,7 +925,7 @@ func (c *Client) control(e *wire.Envelope) bool {
 	switch string(e.Type) {
 	case typeItems:
 		if sk, _ := c.peek(e.Tx); sk != nil {
-			sk.push(append([]byte(nil), e.Payload...))
+			sk.push(e.Payload)
 		}
 	case typeProgress:
 		if ctx := c.progressed(e.Tx); ctx != nil {
