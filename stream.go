@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 	"unsafe"
@@ -159,6 +160,7 @@ type streamSink struct {
 	codec    *codec                 // the connection's, set by bind
 	queue    []batch                // batches, as they arrived
 	free     [][]byte               // the memory of batches walked, for the next
+	freed    int                    // bytes in free: no more than the byte window
 	queued   int                    // bytes in queue
 	got      int                    // batches received, on any connection
 	used     [2]int                 // items and bytes taken since the last credit
@@ -187,6 +189,7 @@ func (sk *streamSink) push(payload []byte) {
 	var b []byte
 	if k := len(sk.free) - 1; k >= 0 && cap(sk.free[k]) >= len(payload) {
 		b, sk.free = sk.free[k][:0], sk.free[:k]
+		sk.freed -= cap(b)
 	}
 	b = append(b, payload...) // the reader's buffer is reused
 	sk.queue = append(sk.queue, batch{items: b, credited: sk.returned})
@@ -280,13 +283,14 @@ func (sk *streamSink) walk(b []byte, credited int, each func([]byte, *codec, boo
 	return ok
 }
 
-// recycle keeps the memory of a batch walked for the next, unless an item
-// kept it: the built-in serializers copy what they decode, but for a
+// recycle keeps the memory of a batch walked for the next (as much as
+// the byte window), unless an item kept it: the built-in serializers copy what they decode, but for a
 // byte string that is most of its batch (see walk).
 func (sk *streamSink) recycle(b []byte) {
 	sk.mu.Lock()
-	if len(sk.free) < 4 && cap(b) <= 4*batchMax {
+	if sk.freed+cap(b) <= sk.window[1] {
 		sk.free = append(sk.free, b)
+		sk.freed += cap(b)
 	}
 	sk.mu.Unlock()
 }
@@ -391,10 +395,11 @@ type outStream struct {
 	plan    *itemPlan     // the items' fast path, set before the handler runs
 	open    []byte        // the open batch: its array's start and elements
 	n       int           // items in open
-	spare   []byte        // the buffer of the batch pulled before, for the next
+	spare   []byte        // the buffer of the batch pulled before, for the next (set by Pull)
 	waiting int           // senders waiting for credit
 	closed  []byte        // batches closed because they grew big, framed
 	woken   bool          // the write queue will pull
+	want    atomic.Bool   // the write queue found the lock held: wake it again
 	sealed  bool          // the handler returned: no more items
 	err     error         // a batch could not be framed
 }
@@ -446,8 +451,17 @@ func (o *outStream) grant(items, bytes int) {
 	}
 	o.items += items
 	o.bytes += bytes
-	o.mu.Unlock()
+	o.unlock()
 	o.signal()
+}
+
+// unlock releases o.mu, and wakes the write queue again if it came for
+// the items while the lock was held (see Pull).
+func (o *outStream) unlock() {
+	o.mu.Unlock()
+	if o.want.Load() && o.want.CompareAndSwap(true, false) {
+		o.ss.wq.Wake(o)
+	}
 }
 
 func (o *outStream) signal() {
@@ -480,7 +494,7 @@ func sendItem[I any](r *request, o *outStream, slot *I, item I) error {
 		if waited = !ok && err == nil; waited {
 			o.waiting++
 		}
-		o.mu.Unlock()
+		o.unlock()
 		if more {
 			o.signal() // another sender waits: one grant, one wake
 		}
@@ -561,23 +575,37 @@ func (o *outStream) frameOf(dst, open []byte, n int) ([]byte, error) {
 // far. The open batch is framed outside the lock, while senders add to
 // the spare buffer; its own buffer is the next spare.
 func (o *outStream) Pull(dst []byte) []byte {
-	o.mu.Lock()
+	if !o.mu.TryLock() {
+		// Rather than wait for a sender, the queue asks the lock's holder
+		// to wake it again once it lets go (see unlock): a writer that
+		// waits here holds up every stream on the connection, and the
+		// sender that meets its lock then, the stream.
+		o.want.Store(true)
+		if !o.mu.TryLock() {
+			return dst
+		}
+	}
+	o.want.Store(false)
 	o.woken = false
 	dst = append(dst, o.closed...)
 	o.closed = o.closed[:0]
 	open, n := o.open, o.n
-	o.open, o.n, o.spare = o.spare[:0], 0, nil
-	o.mu.Unlock()
+	if n > 0 {
+		o.open, o.n, o.spare = o.spare[:0], 0, nil
+	}
+	o.unlock()
 	if n == 0 {
 		return dst
 	}
 	dst, err := o.frameOf(dst, open, n)
-	o.mu.Lock()
-	if err != nil && o.err == nil {
-		o.err = err
+	if err != nil {
+		o.mu.Lock()
+		if o.err == nil {
+			o.err = err
+		}
+		o.unlock()
 	}
-	o.spare = open[:0]
-	o.mu.Unlock()
+	o.spare = open[:0] // only the puller sets it: the lock guards the swap above
 	return dst
 }
 

@@ -3,6 +3,7 @@ package jsonfast
 import (
 	"encoding"
 	"encoding/json"
+	mbits "math/bits"
 	"reflect"
 	"slices"
 	"strconv"
@@ -234,26 +235,39 @@ func appendInt(dst []byte, n int64) []byte {
 	return appendUint(dst, uint64(n))
 }
 
-// appendUint is strconv.AppendUint(dst, u, 10), written straight into dst.
+// appendUint is strconv.AppendUint(dst, u, 10), written straight into dst,
+// two digits at a time.
 func appendUint(dst []byte, u uint64) []byte {
 	if u < 10 {
 		return append(dst, byte('0'+u))
 	}
-	n := 1
-	for v := u; v >= 10; v /= 10 {
+	// The number of digits: from the bit length, then one comparison.
+	n := mbits.Len64(u) * 1233 >> 12
+	if u >= pow10[n] {
 		n++
 	}
 	dst = slices.Grow(dst, n)
 	end := len(dst) + n
 	dst = dst[:end]
-	for i := end - 1; u >= 10; i-- {
-		q := u / 10
-		dst[i] = byte('0' + u - q*10)
+	i := end
+	for u >= 100 {
+		q := u / 100
+		r := (u - q*100) * 2
+		i -= 2
+		dst[i], dst[i+1] = digitPairs[r], digitPairs[r+1]
 		u = q
 	}
-	dst[end-n] = byte('0' + u)
+	if u >= 10 {
+		dst[i-2], dst[i-1] = digitPairs[u*2], digitPairs[u*2+1]
+	} else {
+		dst[i-1] = byte('0' + u)
+	}
 	return dst
 }
+
+const digitPairs = "00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899"
+
+var pow10 = [...]uint64{1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19}
 
 func appendScalar(dst []byte, k reflect.Kind, p unsafe.Pointer) ([]byte, bool) {
 	switch k {

@@ -47,14 +47,15 @@ func EachJSON(b []byte, f func(elem []byte) bool) error {
 // elem delimits the array element at p.i: a number at once, anything
 // else with value.
 func (p *parser) elem() ([]byte, error) {
-	start := p.i
-	for p.i < len(p.b) && numberByte[p.b[p.i]] {
-		p.i++
+	b, start := p.b, p.i
+	i := start
+	for i < len(b) && numberByte[b[i]] {
+		i++
 	}
-	if p.i > start && p.i < len(p.b) && !numberByte[p.b[p.i]] && !valueByte[p.b[p.i]] {
-		return p.b[start:p.i], nil
+	if i > start && i < len(b) && !valueByte[b[i]] {
+		p.i = i
+		return b[start:i], nil
 	}
-	p.i = start
 	return p.value()
 }
 
@@ -87,7 +88,10 @@ func EachCBOR(b []byte, f func(elem []byte) bool) error {
 			i++
 			break
 		}
-		end, err := cborEnd(b, i)
+		end, err := cborScalarEnd(b, i)
+		if end < 0 {
+			end, err = cborEnd(b, i)
+		}
 		if err != nil {
 			return err
 		}
@@ -136,6 +140,27 @@ func cborHead(b []byte, i int) (arg int64, next int, err error) {
 		return -1, i + 1, nil
 	}
 	return 0, 0, fmt.Errorf("invalid CBOR: head 0x%02x at byte %d", b[i], i)
+}
+
+// cborScalarEnd returns the end of the item at b[i:] when it is an
+// integer, a definite string or a simple value or float (the common
+// items), or -1 for cborEnd to find.
+func cborScalarEnd(b []byte, i int) (int, error) {
+	if i >= len(b) {
+		return 0, errCBORShort
+	}
+	switch mt := b[i] >> 5; {
+	case mt == 0 || mt == 1 || mt == 7 && b[i] != 0xff:
+		_, next, err := cborHead(b, i)
+		return next, err
+	case (mt == 2 || mt == 3) && b[i]&0x1f != 31:
+		n, next, err := cborHead(b, i)
+		if err == nil && int64(len(b)-next) < n {
+			err = errCBORShort
+		}
+		return next + int(n), err
+	}
+	return -1, nil
 }
 
 // cborLevel is an open container in cborEnd.

@@ -98,3 +98,28 @@ func FuzzEachCBOR(f *testing.F) {
 		}
 	})
 }
+
+// skipPlain finds what the byte-by-byte search finds, wherever it is.
+func TestSkipPlain(t *testing.T) {
+	naive := func(b []byte, i int) int {
+		for i < len(b) && !structural[b[i]] {
+			i++
+		}
+		return i
+	}
+	for _, c := range []byte{'"', '[', ']', '{', '}', 0x02, 0x5b, 0x7b, ',', '1', 0xff} {
+		for n := range 40 {
+			for at := range n + 1 {
+				b := bytes.Repeat([]byte{'7'}, n)
+				if at < n {
+					b[at] = c
+				}
+				for from := range min(n, 10) + 1 {
+					if got, want := skipPlain(b, from), naive(b, from); got != want {
+						t.Fatalf("%q from %d: %d, want %d", b, from, got, want)
+					}
+				}
+			}
+		}
+	}
+}

@@ -240,10 +240,7 @@ func (p *parser) value() ([]byte, error) {
 	for p.i < len(p.b) {
 		if depth > 0 {
 			// Inside an object or array, only strings and brackets count.
-			for p.i < len(p.b) && !structural[p.b[p.i]] {
-				p.i++
-			}
-			if p.i == len(p.b) {
+			if p.i = skipPlain(p.b, p.i); p.i == len(p.b) {
 				break
 			}
 		}
@@ -279,6 +276,27 @@ func (p *parser) value() ([]byte, error) {
 		return nil, p.fail("unterminated value")
 	}
 	return p.scalar(start)
+}
+
+// skipPlain returns the index of the first byte from b[i:] that value
+// must look at inside a container (a quote or a bracket, see structural),
+// or len(b): eight bytes at a time, then one by one. Setting bit 5 of each
+// byte maps '[' and ']' onto '{' and '}', so three byte values are
+// searched for; a byte that only maps onto one of them (a control
+// character, invalid there anyway) stops the search early, harmlessly.
+func skipPlain(b []byte, i int) int {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	for ; i+8 <= len(b); i += 8 {
+		x := binary.LittleEndian.Uint64(b[i:]) | 0x2020202020202020
+		q, l, r := x^(ones*'"'), x^(ones*'{'), x^(ones*'}')
+		if (q-ones)&^q&highs|(l-ones)&^l&highs|(r-ones)&^r&highs != 0 {
+			break
+		}
+	}
+	for i < len(b) && !structural[b[i]] {
+		i++
+	}
+	return i
 }
 
 // structural marks the bytes that value must look at inside a container.
