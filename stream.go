@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -179,19 +180,23 @@ func (sk *streamSink) bind(c *codec, window [2]int, credit func(int, int), over 
 	sk.used = [2]int{}
 }
 
-// push queues a copy of a batch that arrived. A worker
+// push queues a batch that arrived: a copy, unless the reader read it
+// into memory of its own (owned). A worker
 // keeps within the window, so the batches queued before this one hold no
 // more than the window's bytes in items, and a separator and two
 // brackets at most per item; a worker that sends more is cut off.
-func (sk *streamSink) push(payload []byte) {
+func (sk *streamSink) push(payload []byte, owned bool) {
 	sk.mu.Lock()
 	over := sk.queued > 2*sk.window[1]+3*min(sk.window[0], sk.window[1]+1)
-	var b []byte
-	if k := len(sk.free) - 1; k >= 0 && cap(sk.free[k]) >= len(payload) {
-		b, sk.free = sk.free[k][:0], sk.free[:k]
-		sk.freed -= cap(b)
+	b := payload // a big frame read into memory of its own: the sink's
+	if !owned {
+		b = nil
+		if k := len(sk.free) - 1; k >= 0 && cap(sk.free[k]) >= len(payload) {
+			b, sk.free = sk.free[k][:0], sk.free[:k]
+			sk.freed -= cap(b)
+		}
+		b = append(b, payload...) // the reader's buffer is reused
 	}
-	b = append(b, payload...) // the reader's buffer is reused
 	sk.queue = append(sk.queue, batch{items: b, credited: sk.returned})
 	sk.queued += len(b)
 	sk.got++
@@ -478,6 +483,9 @@ func (o *outStream) signal() {
 // item never waits for credit that will not come, and a stream holds at
 // most the window plus one item.
 func sendItem[I any](r *request, o *outStream, slot *I, item I) error {
+	if b, ok := any(item).([]byte); ok && len(b) > wire.CoalesceMax && o.ss.codec.direct == directBinary {
+		return o.sendBytes(r, b)
+	}
 	for waited := false; ; {
 		if r.ended.Load() { // Err without a clock read: the deadline's timer is armed
 			return fmt.Errorf("worker: the stream has ended: %w", context.Cause(r))
@@ -510,6 +518,63 @@ func sendItem[I any](r *request, o *outStream, slot *I, item I) error {
 		}
 	}
 }
+
+// sendBytes sends a big []byte item under Binary as a batch of its own
+// whose frame ends with the item's bytes as they are, written without a
+// copy (see codec.frameValue): the items before it go first.
+func (o *outStream) sendBytes(r *request, b []byte) error {
+	head := wire.AppendCBORHead(wire.AppendBinaryHead(wire.AppendPrefix(nil), typeItems, o.tx, 0), 4, 1)
+	head = wire.AppendCBORHead(head, 2, uint64(len(b)))
+	body := len(head) - wire.LengthPrefixSize + len(b)
+	if body > o.ss.codec.max {
+		return fmt.Errorf("%w: a stream item of %d bytes does not fit in a message (the limit is %d)", ErrTooLarge, len(b), o.ss.codec.max)
+	}
+	binary.BigEndian.PutUint32(head, uint32(body))
+	size := len(b) + cborHeadSize(len(b)) // what the host counts
+	for waited := false; ; {
+		if r.ended.Load() {
+			return fmt.Errorf("worker: the stream has ended: %w", context.Cause(r))
+		}
+		o.mu.Lock()
+		if waited {
+			o.waiting--
+		}
+		if o.sealed {
+			o.unlock()
+			return errors.New("worker: the stream has ended: its handler returned")
+		}
+		if o.items > 0 && (o.bytes >= size || 2*o.bytes >= o.window) {
+			o.items--
+			o.bytes -= size
+			before := o.frame(o.closed) // the items sent before this one
+			o.closed = nil
+			more := o.waiting > 0 && o.items > 0 && o.bytes > 0
+			o.unlock()
+			if more {
+				o.signal()
+			}
+			if len(before) > 0 {
+				o.ss.write(before, nil, time.Time{}, true)
+			}
+			if _, broken, err := o.ss.wq.Write(r.Done(), head, b, time.Time{}, false, false); err != nil {
+				if broken {
+					o.ss.conn.Close()
+				}
+				return fmt.Errorf("worker: the stream has ended: %w", err)
+			}
+			return nil
+		}
+		o.waiting++
+		waited = true
+		o.unlock()
+		select {
+		case <-o.wake:
+		case <-r.Done():
+		}
+	}
+}
+
+func cborHeadSize(n int) int { return len(wire.AppendCBORHead(make([]byte, 0, 9), 2, uint64(n))) }
 
 // add encodes item, which is p, into the open batch if there is credit
 // for it; ok reports that it did. It needs o.mu.
@@ -953,7 +1018,7 @@ func (c *Client) control(e *wire.Envelope) bool {
 	switch string(e.Type) {
 	case typeItems:
 		if sk, _ := c.peek(e.Tx); sk != nil {
-			sk.push(e.Payload)
+			sk.push(e.Payload, c.rd.Owned())
 		}
 	case typeProgress:
 		if ctx := c.progressed(e.Tx); ctx != nil {

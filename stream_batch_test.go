@@ -64,6 +64,31 @@ func TestStreamItemGoesAtOnce(t *testing.T) {
 	}
 }
 
+// Byte items big and small, in order and whole: under Binary a big one
+// goes as a batch of its own, its bytes written as they are, after the
+// small ones sent before it.
+func TestStreamBytesItems(t *testing.T) {
+	t.Parallel()
+	sizes := []int{10, 100_000, 5, 40_000, 70_000, 1, 0, 300_000, 3, 33 << 10, 2}
+	for _, s := range serializers {
+		t.Run(s.name, func(t *testing.T) {
+			t.Parallel()
+			w := spawn(t, s.role, &worker.Options{Serializer: s.ser, StreamWindowBytes: 64 << 10})
+			for range 3 {
+				got, err := collect(worker.Stream(testCtx(t), w, STBytes, sizes))
+				if err != nil || len(got) != len(sizes) {
+					t.Fatalf("%d items, %v", len(got), err)
+				}
+				for i, b := range got {
+					if !bytes.Equal(b, stBytesItem(i, sizes[i])) {
+						t.Fatalf("item %d: %d bytes, not the %d sent", i, len(b), sizes[i])
+					}
+				}
+			}
+		})
+	}
+}
+
 // Streams under a serializer of the user's: a batch is its encoding of
 // the items' encodings ([][]byte).
 func TestStreamCustomSerializer(t *testing.T) {
@@ -104,6 +129,17 @@ func TestStreamCustomSerializer(t *testing.T) {
 // streamFake is a worker, played by the test on a raw connection, that
 // speaks the stream extension and answers the stream call with frames.
 func streamFake(t *testing.T, opts *worker.Options, frames func(tx string) []string) *worker.Client {
+	return streamFakeWith(t, opts, func(tx string, write func(string) bool) {
+		for _, f := range frames(tx) {
+			if !write(f) {
+				return
+			}
+		}
+	})
+}
+
+// streamFakeWith is streamFake whose answer is written by answer.
+func streamFakeWith(t *testing.T, opts *worker.Options, answer func(tx string, write func(string) bool)) *worker.Client {
 	t.Helper()
 	host, wk := net.Pipe()
 	opts.NewTx = func(*worker.Message) string { return "s1" }
@@ -126,11 +162,10 @@ func streamFake(t *testing.T, opts *worker.Options, frames func(tx string) []str
 			if wire.ParseJSON(frame, &e) != nil || string(e.Type) != "stCount" {
 				continue // the credit
 			}
-			for _, f := range frames(string(e.Tx)) {
-				if _, err := wk.Write([]byte(f + "\n")); err != nil {
-					return
-				}
-			}
+			answer(string(e.Tx), func(f string) bool {
+				_, err := wk.Write([]byte(f + "\n"))
+				return err == nil
+			})
 		}
 	}()
 	c, err := worker.NewClient(testCtx(t), host, opts)
@@ -177,19 +212,22 @@ func TestStreamHostileBatches(t *testing.T) {
 	}
 }
 
-// A worker that sends past the byte window while the range holds its
-// first item is cut off: what the host keeps for a stream stays bounded,
-// here by 2×100 bytes of items and 3 bytes of JSON per item the window
-// allows (101), and the batch that crossed that: 7 batches of 50 items.
+// A worker that sends past the byte window while the range holds an item
+// is cut off: what the host keeps for a stream stays bounded, here by
+// 2×100 bytes of items and 3 bytes of JSON per item the window allows
+// (101): the batch that finds 5 of 101 bytes queued is the last.
 func TestStreamFloodIsCutOff(t *testing.T) {
 	t.Parallel()
-	batch := "[1" + strings.Repeat(",1", 49) + "]" // 100 bytes
-	c := streamFake(t, &worker.Options{StreamWindowBytes: 100}, func(tx string) []string {
-		fs := make([]string, 50)
-		for i := range fs {
-			fs[i] = items(tx, batch)
+	batch := "[1" + strings.Repeat(",1", 49) + "]" // 50 items, 101 bytes
+	first := make(chan struct{})
+	c := streamFakeWith(t, &worker.Options{StreamWindowBytes: 100}, func(tx string, write func(string) bool) {
+		write(items(tx, "[0]"))
+		<-first // the range holds item 0: the batches that follow stay queued
+		for range 50 {
+			if !write(items(tx, batch)) {
+				return
+			}
 		}
-		return fs
 	})
 	ctx, cancel := context.WithTimeout(testCtx(t), 10*time.Second)
 	defer cancel()
@@ -201,11 +239,11 @@ func TestStreamFloodIsCutOff(t *testing.T) {
 			break
 		}
 		if n++; n == 1 {
-			// The reader goes on pushing what arrives meanwhile.
+			close(first) // the reader goes on pushing what arrives meanwhile
 			hsWait(t, c.Done(), "the client to cut the worker off")
 		}
 	}
-	if !errors.Is(err, worker.ErrProtocol) || !strings.Contains(c.Err().Error(), "beyond a window of 100 bytes") || n > 350 {
+	if !errors.Is(err, worker.ErrProtocol) || !strings.Contains(c.Err().Error(), "beyond a window of 100 bytes") || n != 1+300 {
 		t.Fatalf("%d items, %v (the client: %v)", n, err, c.Err())
 	}
 }

@@ -39,7 +39,19 @@ var (
 	STLockstep = worker.DefineStream[int, int, worker.Void]("stLockstep")
 	// HostSeen is served by the host: it returns once the range has item n.
 	HostSeen = worker.Define[int, worker.Void]("hostSeen")
+	// STBytes streams one []byte item of each size given, item i filled
+	// with byte(i+j) at j.
+	STBytes = worker.DefineStream[[]int, []byte, worker.Void]("stBytes")
 )
+
+// stBytesItem is item i of STBytes.
+func stBytesItem(i, size int) []byte {
+	b := make([]byte, size)
+	for j := range b {
+		b[j] = byte(i + j)
+	}
+	return b
+}
 
 var stSent atomic.Int64
 
@@ -88,6 +100,16 @@ func registerStreamHandlers(s *worker.Server) {
 	})
 	worker.Handle(s, STAskHost, func(ctx context.Context, q string) (string, error) {
 		return worker.Call(ctx, worker.Host(ctx), HostGet, q)
+	})
+	worker.HandleStream(s, STBytes, func(ctx context.Context, sizes []int, send func([]byte) error) (worker.Void, error) {
+		for i, n := range sizes {
+			b := stBytesItem(i, n)
+			if err := send(b); err != nil {
+				return worker.Void{}, err
+			}
+			clear(b) // the item is the host's once sent: the sender may reuse its memory
+		}
+		return worker.Void{}, nil
 	})
 	worker.HandleStream(s, STLockstep, func(ctx context.Context, n int, send func(int) error) (worker.Void, error) {
 		for i := range n {
