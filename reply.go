@@ -52,7 +52,10 @@ func (ss *session) run(r *request) {
 func (ss *session) sealStream(r *request, err error) error {
 	frames, lost := r.out.seal()
 	if len(frames) > 0 {
-		ss.write(frames, nil, time.Time{}, true)
+		ss.write(frames, nil, time.Time{}, true) // copied or written when it returns
+	}
+	if frames != nil {
+		putBuf(&frames)
 	}
 	if lost != nil && err == nil {
 		return lost

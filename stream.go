@@ -128,7 +128,7 @@ func runStream(ctx context.Context, c Caller, typ string, payload any, sk *strea
 		}
 		ok := true
 		for _, b := range batches {
-			if ok = sk.walk(b.items, b.credited, each); !ok {
+			if ok = sk.walk(b, each); !ok {
 				break
 			}
 		}
@@ -160,8 +160,6 @@ type streamSink struct {
 	mu       sync.Mutex
 	codec    *codec                 // the connection's, set by bind
 	queue    []batch                // batches, as they arrived
-	free     [][]byte               // the memory of batches walked, for the next
-	freed    int                    // bytes in free: no more than the byte window
 	queued   int                    // bytes in queue
 	got      int                    // batches received, on any connection
 	used     [2]int                 // items and bytes taken since the last credit
@@ -188,16 +186,14 @@ func (sk *streamSink) bind(c *codec, window [2]int, credit func(int, int), over 
 func (sk *streamSink) push(payload []byte, owned bool) {
 	sk.mu.Lock()
 	over := sk.queued > 2*sk.window[1]+3*min(sk.window[0], sk.window[1]+1)
-	b := payload // a big frame read into memory of its own: the sink's
+	bt := batch{items: payload, credited: sk.returned} // a big frame read into memory of its own: the sink's
 	if !owned {
-		b = nil
-		if k := len(sk.free) - 1; k >= 0 && cap(sk.free[k]) >= len(payload) {
-			b, sk.free = sk.free[k][:0], sk.free[:k]
-			sk.freed -= cap(b)
-		}
-		b = append(b, payload...) // the reader's buffer is reused
+		bt.buf = getBuf()
+		*bt.buf = append((*bt.buf)[:0], payload...) // the reader's buffer is reused
+		bt.items = *bt.buf
 	}
-	sk.queue = append(sk.queue, batch{items: b, credited: sk.returned})
+	b := bt.items
+	sk.queue = append(sk.queue, bt)
 	sk.queued += len(b)
 	sk.got++
 	fail := sk.over
@@ -217,6 +213,7 @@ func (sk *streamSink) push(payload []byte, owned bool) {
 type batch struct {
 	items    []byte
 	credited int
+	buf      *[]byte // items' memory, from the pool of buffers; nil if the frame's own
 }
 
 // next appends the batches received to batches, taking them all at once,
@@ -248,13 +245,14 @@ func (sk *streamSink) next(batches []batch, done <-chan error, err *error, finis
 	}
 }
 
-// walk feeds the items of the batch b to each, with the connection's
+// walk feeds the items of the batch bt to each, with the connection's
 // codec and whether an item may keep the batch's memory, and returns
 // credit as the range takes them; it reports false when each did, or when
 // the batch is malformed or breaks the window (sk.failed says which): the
 // worker had credit for no more than the window and the credit returned
 // before the batch came (credited).
-func (sk *streamSink) walk(b []byte, credited int, each func([]byte, *codec, bool) bool) bool {
+func (sk *streamSink) walk(bt batch, each func([]byte, *codec, bool) bool) bool {
+	b, credited := bt.items, bt.credited
 	sk.mu.Lock()
 	c, win := sk.codec, sk.window
 	sk.mu.Unlock()
@@ -282,22 +280,13 @@ func (sk *streamSink) walk(b []byte, credited int, each func([]byte, *codec, boo
 		sk.failed = fmt.Errorf("%w: a malformed batch of stream items: %v", ErrProtocol, err)
 		return false
 	}
-	if !kept && c.direct != directNone {
-		sk.recycle(b)
+	// The batch's memory goes back to the pool unless an item may keep
+	// it: the built-in serializers copy what they decode, but for a byte
+	// string that is most of its batch.
+	if bt.buf != nil && !kept && c.direct != directNone {
+		putBuf(bt.buf)
 	}
 	return ok
-}
-
-// recycle keeps the memory of a batch walked for the next (as much as
-// the byte window), unless an item kept it: the built-in serializers copy what they decode, but for a
-// byte string that is most of its batch (see walk).
-func (sk *streamSink) recycle(b []byte) {
-	sk.mu.Lock()
-	if sk.freed+cap(b) <= sk.window[1] {
-		sk.free = append(sk.free, b)
-		sk.freed += cap(b)
-	}
-	sk.mu.Unlock()
 }
 
 // consumed notes n items of size bytes in all taken by the range, and
@@ -373,7 +362,16 @@ func HandleStream[P, I, R any](s *Server, m StreamType[P, I, R], h func(ctx cont
 		slot := new(I) // the item being sent, under the stream's lock: no allocation per item
 		r.out.plan = planFor[I](r.ss.codec)
 		r.Done() // arms the deadline's timer, which sendItem relies on
-		res, err := h(ctx, p, func(item I) error { return sendItem(r, r.out, slot, item) })
+		send := func(item I) error { return sendItem(r, r.out, slot, item) }
+		if _, bytes := any(*slot).([]byte); bytes && r.ss.codec.direct == directBinary {
+			send = func(item I) error {
+				if b := *(*[]byte)(unsafe.Pointer(&item)); len(b) > wire.CoalesceMax {
+					return r.out.sendBytes(r, b) // written as it is (I is []byte)
+				}
+				return sendItem(r, r.out, slot, item)
+			}
+		}
+		res, err := h(ctx, p, send)
 		if err != nil || void {
 			return nil, err
 		}
@@ -440,12 +438,15 @@ func (pl *itemPlan) decode(data []byte, p unsafe.Pointer) bool {
 }
 
 // batchMax is the size at which a batch is closed and the next item
-// starts another: frames stay well within any size limit, and the first
-// items of a big burst are not held back by the last.
-const batchMax = 64 << 10
+// starts another: frames stay well within any size limit and within what
+// the write queue keeps of its buffers, and the first items of a big
+// burst are not held back by the last.
+const batchMax = 16 << 10
 
 func newOutStream(ss *session, tx string) *outStream {
-	return &outStream{ss: ss, tx: tx, wake: make(chan struct{}, 1)}
+	// Buffers from the pool that seal gives back: a stream does not grow
+	// its batches' memory from nothing.
+	return &outStream{ss: ss, tx: tx, wake: make(chan struct{}, 1), open: (*getBuf())[:0], spare: (*getBuf())[:0]}
 }
 
 // grant adds credit.
@@ -483,9 +484,6 @@ func (o *outStream) signal() {
 // item never waits for credit that will not come, and a stream holds at
 // most the window plus one item.
 func sendItem[I any](r *request, o *outStream, slot *I, item I) error {
-	if b, ok := any(item).([]byte); ok && len(b) > wire.CoalesceMax && o.ss.codec.direct == directBinary {
-		return o.sendBytes(r, b)
-	}
 	for waited := false; ; {
 		if r.ended.Load() { // Err without a clock read: the deadline's timer is armed
 			return fmt.Errorf("worker: the stream has ended: %w", context.Cause(r))
@@ -665,12 +663,18 @@ func (o *outStream) Pull(dst []byte) []byte {
 	dst, err := o.frameOf(dst, open, n)
 	if err != nil {
 		o.mu.Lock()
-		if o.err == nil {
-			o.err = err
-		}
-		o.unlock()
+	} else if !o.mu.TryLock() {
+		return dst // a sender holds the lock: the buffer is not reused
 	}
-	o.spare = open[:0] // only the puller sets it: the lock guards the swap above
+	if err != nil && o.err == nil {
+		o.err = err
+	}
+	if o.sealed {
+		putBuf(&open)
+	} else {
+		o.spare = open[:0]
+	}
+	o.unlock()
 	return dst
 }
 
@@ -682,7 +686,12 @@ func (o *outStream) seal() ([]byte, error) {
 	defer o.mu.Unlock()
 	o.sealed = true
 	frames := o.frame(o.closed)
-	o.closed, o.open = nil, nil
+	for _, b := range [][]byte{o.open, o.spare} {
+		if b != nil {
+			putBuf(&b) // nobody appends any more; a pull under way has its own
+		}
+	}
+	o.closed, o.open, o.spare = nil, nil, nil
 	return frames, o.err
 }
 

@@ -73,9 +73,9 @@ func subjects() []Subject {
 		{ID: "ttrpc", Name: "ttrpc " + ttrpcVersion + " (server streaming)", Spawn: spawnTTRPC,
 			Window: "no flow control on the wire; the client queues 64 messages per stream, then blocks the connection's reader (≤ 1 s, then ErrStreamFull)"},
 		{ID: "worker-json", Name: "worker (JSON)", Spawn: spawnLib("worker-json"),
-			Window: "credit: StreamWindow 64 items, StreamWindowBytes 1 MiB"},
+			Window: "credit: StreamWindow 16384 items, StreamWindowBytes 1 MiB"},
 		{ID: "worker-binary", Name: "worker (Binary)", Spawn: spawnLib("worker-binary"),
-			Window: "credit: StreamWindow 64 items, StreamWindowBytes 1 MiB"},
+			Window: "credit: StreamWindow 16384 items, StreamWindowBytes 1 MiB"},
 	}
 }
 

@@ -323,6 +323,9 @@ func (q *WriteQueue) flush() {
 
 		b = pull(b, srcs)
 		if len(b.b) == 0 {
+			q.mu.Lock()
+			q.spare = batch{b.b[:0], b.ends[:0], b.ids[:0]} // nothing to write: keep the buffers
+			q.mu.Unlock()
 			continue
 		}
 		n, err := q.Conn.Write(b.b)
@@ -342,7 +345,7 @@ func (q *WriteQueue) flush() {
 		}
 		if n < len(b.b) {
 			q.requeue(b, n)
-		} else if cap(b.b) <= 2*CoalesceMax {
+		} else if cap(b.b) <= 4*CoalesceMax {
 			q.spare = batch{b.b[:0], b.ends[:0], b.ids[:0]}
 		}
 		q.signal() // removers waiting for the write to return
