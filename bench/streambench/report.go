@@ -190,13 +190,26 @@ func goals(w io.Writer, subs []Subject, all [][]Sample, tables []table, idx func
 		if i < 0 {
 			continue
 		}
-		for t, what := range []string{"small items", "big items"} {
-			if v, ok := med(t, 3, i); ok {
-				lines = append(lines, fmt.Sprintf("- %s, %s: %.2f× gRPC's items/s (goal ≥ 3×): %s", subs[i].Name, what, v, verdict(v >= 3)))
+		// The goals are message rates: table 1. Big items are reported
+		// against the same marks, but there the floor itself may be below
+		// 3× gRPC's rate: the line says so.
+		if v, ok := med(0, 3, i); ok {
+			lines = append(lines, fmt.Sprintf("- %s, small items: %.2f× gRPC's items/s (goal ≥ 3×): %s", subs[i].Name, v, verdict(v >= 3)))
+		}
+		if v, ok := med(0, 2, i); ok {
+			lines = append(lines, fmt.Sprintf("- %s, small items: cost ×%.2f the raw floor's items/s (goal ≤ ×2): %s", subs[i].Name, v, verdict(v <= 2)))
+		}
+		if v, ok := med(1, 2, i); ok {
+			line := fmt.Sprintf("- %s, big items: cost ×%.2f the raw floor's items/s (≤ ×2: %s)", subs[i].Name, v, verdict(v <= 2))
+			if g, ok := med(1, 3, i); ok {
+				line += fmt.Sprintf("; %.2f× gRPC's", g)
+				if r := idx("raw"); r >= 0 {
+					if f, ok := med(1, 3, r); ok {
+						line += fmt.Sprintf(" (the floor itself is %.2f× gRPC's here)", f)
+					}
+				}
 			}
-			if v, ok := med(t, 2, i); ok {
-				lines = append(lines, fmt.Sprintf("- %s, %s: cost ×%.2f the raw floor's items/s (goal ≤ ×2): %s", subs[i].Name, what, v, verdict(v <= 2)))
-			}
+			lines = append(lines, line)
 		}
 		if v, ok := med(2, 6, i); ok {
 			var q []string
