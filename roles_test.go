@@ -132,7 +132,7 @@ func skipRole(t testing.TB, name, reason string) {
 // if the run was filtered (-test.run, -test.skip), so that not every test
 // ran.
 func unusedRoles() []string {
-	for _, name := range []string{"test.run", "test.skip"} {
+	for _, name := range []string{"test.run", "test.skip", "test.list"} {
 		if f := flag.Lookup(name); f != nil && f.Value.String() != "" {
 			return nil
 		}

@@ -118,11 +118,7 @@ func (ss *session) dispatch(e *wire.Envelope) *request {
 		ss.send(ss.ctx, tx, typePing+"Result", typePing+"Error", nil)
 		return nil
 	case typeGoroutines:
-		var req goroutinesRequest
-		if e.Payload != nil {
-			_ = ss.codec.ser.DecodePayload(e.Payload, &req) // now: the reader reuses e's memory
-		}
-		go ss.goroutinesRequested(tx, req.Type)
+		ss.goroutinesAsked(tx, e.Payload)
 		return nil
 	}
 	ss.replyError(ss.ctx, tx, string(e.Type)+"Error", &RemoteError{Name: "Error",
@@ -267,6 +263,29 @@ func (ss *session) revReply(e *wire.Envelope) {
 
 // goroutinesRequested answers the host's request for the goroutines that
 // run a handler (see dumpGoroutines).
+// goroutinesAsked answers a typeGoroutines request, on a goroutine of its
+// own (a dump takes a while). It is tracked as a request, so that the
+// end of the connection waits for its answer, except during a drain,
+// which must not see a new one.
+func (ss *session) goroutinesAsked(tx string, payload []byte) {
+	var req goroutinesRequest
+	if payload != nil {
+		_ = ss.codec.ser.DecodePayload(payload, &req) // now: the reader reuses its memory
+	}
+	ss.s.mu.Lock()
+	tracked := !ss.s.draining
+	if tracked {
+		ss.reqs.wg.Add(1)
+	}
+	ss.s.mu.Unlock()
+	go func() {
+		ss.goroutinesRequested(tx, req.Type)
+		if tracked {
+			ss.reqs.wg.Done()
+		}
+	}()
+}
+
 func (ss *session) goroutinesRequested(tx, typ string) {
 	fn := ""
 	if h := (*ss.s.handlers.Load())[typ]; h != nil {
