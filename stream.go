@@ -484,20 +484,30 @@ func (o *outStream) signal() {
 // item never waits for credit that will not come, and a stream holds at
 // most the window plus one item.
 func sendItem[I any](r *request, o *outStream, slot *I, item I) error {
+	return o.withCredit(r, func() (sent, wake bool, err error) {
+		var zero I
+		*slot = item
+		sent, wake, err = o.add(slot, unsafe.Pointer(slot))
+		*slot = zero
+		return sent, wake, err
+	})
+}
+
+// withCredit runs add under o's lock until it has sent its item (or
+// failed), waiting for credit, within r, each time it finds none: add
+// reports whether it sent, and whether the write queue must be woken.
+func (o *outStream) withCredit(r *request, add func() (sent, wake bool, err error)) error {
 	for waited := false; ; {
 		if r.ended.Load() { // Err without a clock read: the deadline's timer is armed
 			return fmt.Errorf("worker: the stream has ended: %w", context.Cause(r))
 		}
-		var zero I
 		o.mu.Lock()
 		if waited {
 			o.waiting--
 		}
-		*slot = item
-		ok, wake, err := o.add(slot, unsafe.Pointer(slot))
-		*slot = zero
+		sent, wake, err := add()
 		more := o.waiting > 0 && o.items > 0 && o.bytes > 0
-		if waited = !ok && err == nil; waited {
+		if waited = !sent && err == nil; waited {
 			o.waiting++
 		}
 		o.unlock()
@@ -517,6 +527,19 @@ func sendItem[I any](r *request, o *outStream, slot *I, item I) error {
 	}
 }
 
+// take takes the credit of an item of size bytes if there is room for
+// it; see sendItem for when an item may overdraw. It needs o.mu.
+func (o *outStream) take(size int) bool {
+	if o.items <= 0 || o.bytes < size && 2*o.bytes < o.window {
+		return false
+	}
+	o.items--
+	o.bytes -= size
+	return true
+}
+
+var errHandlerReturned = errors.New("worker: the stream has ended: its handler returned")
+
 // sendBytes sends a big []byte item under Binary as a batch of its own
 // whose frame ends with the item's bytes as they are, written without a
 // copy (see codec.frameValue): the items before it go first.
@@ -529,47 +552,30 @@ func (o *outStream) sendBytes(r *request, b []byte) error {
 	}
 	binary.BigEndian.PutUint32(head, uint32(body))
 	size := len(b) + cborHeadSize(len(b)) // what the host counts
-	for waited := false; ; {
-		if r.ended.Load() {
-			return fmt.Errorf("worker: the stream has ended: %w", context.Cause(r))
+	var before []byte                     // the items sent before this one
+	err := o.withCredit(r, func() (sent, wake bool, err error) {
+		switch {
+		case o.sealed:
+			return false, false, errHandlerReturned
+		case !o.take(size):
+			return false, false, nil
 		}
-		o.mu.Lock()
-		if waited {
-			o.waiting--
-		}
-		if o.sealed {
-			o.unlock()
-			return errors.New("worker: the stream has ended: its handler returned")
-		}
-		if o.items > 0 && (o.bytes >= size || 2*o.bytes >= o.window) {
-			o.items--
-			o.bytes -= size
-			before := o.frame(o.closed) // the items sent before this one
-			o.closed = nil
-			more := o.waiting > 0 && o.items > 0 && o.bytes > 0
-			o.unlock()
-			if more {
-				o.signal()
-			}
-			if len(before) > 0 {
-				o.ss.write(before, nil, time.Time{}, true)
-			}
-			if _, broken, err := o.ss.wq.Write(r.Done(), head, b, time.Time{}, false, false); err != nil {
-				if broken {
-					o.ss.conn.Close()
-				}
-				return fmt.Errorf("worker: the stream has ended: %w", err)
-			}
-			return nil
-		}
-		o.waiting++
-		waited = true
-		o.unlock()
-		select {
-		case <-o.wake:
-		case <-r.Done():
-		}
+		before, o.closed = o.frame(o.closed), nil
+		return true, false, nil
+	})
+	if err != nil {
+		return err
 	}
+	if len(before) > 0 {
+		o.ss.write(before, nil, time.Time{}, true)
+	}
+	if _, broken, err := o.ss.wq.Write(r.Done(), head, b, time.Time{}, false, false); err != nil {
+		if broken {
+			o.ss.conn.Close()
+		}
+		return fmt.Errorf("worker: the stream has ended: %w", err)
+	}
+	return nil
 }
 
 func cborHeadSize(n int) int { return len(wire.AppendCBORHead(make([]byte, 0, 9), 2, uint64(n))) }
@@ -578,7 +584,7 @@ func cborHeadSize(n int) int { return len(wire.AppendCBORHead(make([]byte, 0, 9)
 // for it; ok reports that it did. It needs o.mu.
 func (o *outStream) add(item any, p unsafe.Pointer) (ok, wake bool, err error) {
 	if o.sealed {
-		return false, false, errors.New("worker: the stream has ended: its handler returned")
+		return false, false, errHandlerReturned
 	}
 	start := len(o.open)
 	o.open = o.ss.codec.appendElem(o.open, o.n)
@@ -593,9 +599,7 @@ func (o *outStream) add(item any, p unsafe.Pointer) (ok, wake bool, err error) {
 		err = fmt.Errorf("worker: encoding a stream item: %w", err)
 	case size > o.ss.codec.max-len(o.tx)-64:
 		err = fmt.Errorf("%w: a stream item of %d bytes does not fit in a message (the limit is %d)", ErrTooLarge, size, o.ss.codec.max)
-	case o.items > 0 && (o.bytes >= size || 2*o.bytes >= o.window):
-		o.items--
-		o.bytes -= size
+	case o.take(size):
 		o.n++
 		o.ss.codec.endElem(o.open, at)
 		if len(o.open) >= batchMax {
