@@ -6,6 +6,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/isolated-workers/worker/bench/internal/child"
 )
 
 // The test binary is also the helper binary of the children it spawns.
@@ -34,7 +36,7 @@ func TestSubjects(t *testing.T) {
 				}
 			}
 			if !s.NoBig {
-				big := bigPayloadOf(1 << 20)
+				big := child.Payload(1 << 20)
 				out, err := c.Echo(ctx, big)
 				if err != nil {
 					t.Fatal(err)
@@ -130,7 +132,7 @@ func BenchmarkEcho1MiB(b *testing.B) {
 		}
 		b.Run(s.ID, func(b *testing.B) {
 			withClient(b, s, func(ctx context.Context, c Client) {
-				big := bigPayloadOf(1 << 20)
+				big := child.Payload(1 << 20)
 				b.SetBytes(int64(len(big)))
 				b.ReportAllocs()
 				b.ResetTimer()

@@ -4,12 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/isolated-workers/worker/bench/internal/child"
 )
 
 // Config sets how much work one round does per subject.
@@ -28,22 +29,6 @@ var DefaultConfig = Config{Rounds: 15, Seq: 5000, Inflight: 50000, Conc: 64, Big
 
 func (c Config) warmup() Config {
 	return Config{Rounds: 1, Seq: 300, Inflight: 3000, Conc: c.Conc, Big: 3, BigSize: c.BigSize, Spawns: 2}
-}
-
-// bigPayloadOf returns the same pseudo-random bytes for every subject.
-var bigPayloadCache sync.Map
-
-func bigPayloadOf(n int) []byte {
-	if v, ok := bigPayloadCache.Load(n); ok {
-		return v.([]byte)
-	}
-	r := rand.New(rand.NewPCG(1, 2))
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
-	bigPayloadCache.Store(n, b)
-	return b
 }
 
 // Result is one subject's numbers for one round. Zero means n/a.
@@ -125,7 +110,7 @@ func Warm(ctx context.Context, s Subject, c Client, cfg Config) error {
 		}
 	}
 	if !s.NoBig {
-		big := bigPayloadOf(cfg.BigSize)
+		big := child.Payload(cfg.BigSize)
 		for range 2 {
 			out, err := c.Echo(ctx, big)
 			if err != nil {
@@ -192,7 +177,7 @@ func MeasureRound(s Subject, cfg Config) (Result, error) {
 	}
 
 	if !s.NoBig {
-		big := bigPayloadOf(cfg.BigSize)
+		big := child.Payload(cfg.BigSize)
 		runtime.GC()
 		lat = lat[:0]
 		for range cfg.Big {

@@ -8,7 +8,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
+
+	"github.com/isolated-workers/worker/bench/internal/child"
 )
 
 // Message shapes shared by every subject. The payloads are identical across
@@ -128,78 +129,19 @@ func childCmd(role string, extraEnv ...string) *exec.Cmd {
 	return cmd
 }
 
-// listeningChild is the spawn path shared by the hand-made subjects (raw,
-// stdlib-child, naive-ndjson, ttrpc): make a private directory, start the
-// child with a socket path in it, wait for the child to say (one byte on
-// its stdout) that it is listening, then dial it.
-type listeningChild struct {
-	cmd  *exec.Cmd
-	dir  string
-	Conn net.Conn
-}
+// The hand-made subjects' children (see child.Start).
+type listeningChild = child.Listening
 
 func startListeningChild(role string) (*listeningChild, error) {
-	dir, err := os.MkdirTemp("", "wb")
-	if err != nil {
-		return nil, err
-	}
-	sock := filepath.Join(dir, "s")
-	cmd := childCmd(role, envSock+"="+sock)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	var b [1]byte
-	if _, err := out.Read(b[:]); err != nil {
-		cmd.Process.Kill()
-		cmd.Wait()
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("%s child did not get ready: %w", role, err)
-	}
-	conn, err := net.Dial("unix", sock)
-	if err != nil {
-		cmd.Process.Kill()
-		cmd.Wait()
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	return &listeningChild{cmd: cmd, dir: dir, Conn: conn}, nil
+	return child.Start(childCmd(role), envSock, role)
 }
 
-// Close closes the connection (the child exits on EOF), reaps the child
-// and removes the directory.
-func (c *listeningChild) Close() error {
-	err := c.Conn.Close()
-	if errors.Is(err, net.ErrClosed) { // already closed by the peer library
-		err = nil
-	}
-	if werr := c.cmd.Wait(); err == nil {
-		err = werr
-	}
-	os.RemoveAll(c.dir)
-	return err
-}
-
-// childListen is the child half of listeningChild: listen on $BENCH_SOCK,
-// tell the parent, accept exactly one connection.
+// childListen is the child's half of startListeningChild.
 func childListen() net.Conn {
-	l, err := net.Listen("unix", os.Getenv(envSock))
+	conn, err := child.Listen(envSock)
 	if err != nil {
 		fatal(err)
 	}
-	if _, err := os.Stdout.Write([]byte{'R'}); err != nil {
-		fatal(err)
-	}
-	conn, err := l.Accept()
-	if err != nil {
-		fatal(err)
-	}
-	l.Close() // also unlinks the socket file
 	return conn
 }
 

@@ -22,6 +22,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
+	"github.com/isolated-workers/worker/bench/internal/child"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
@@ -71,7 +72,7 @@ func sendBytes(in *wrapperspb.BytesValue, s sender) error {
 	if err != nil {
 		return err
 	}
-	p := bigPayloadOf(r.Size)
+	p := child.Payload(r.Size)
 	for range r.N {
 		if err := s.SendMsg(wrapperspb.Bytes(p)); err != nil {
 			return err

@@ -12,6 +12,7 @@ import (
 	"os"
 
 	"github.com/isolated-workers/worker"
+	"github.com/isolated-workers/worker/bench/internal/child"
 )
 
 var (
@@ -81,7 +82,7 @@ func libChild(binary bool) {
 		return r.N, nil
 	})
 	worker.HandleStream(srv, bytesStream, func(_ context.Context, r Req, send func([]byte) error) (int, error) {
-		p := bigPayloadOf(r.Size)
+		p := child.Payload(r.Size)
 		for i := range r.N {
 			if err := send(p); err != nil {
 				return i, err

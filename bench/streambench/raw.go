@@ -19,6 +19,8 @@ import (
 	"io"
 	"net"
 	"os"
+
+	"github.com/isolated-workers/worker/bench/internal/child"
 )
 
 const rawEnd = 0xFFFFFFFF
@@ -137,7 +139,7 @@ func rawChild() {
 				check(err)
 			}
 		case 'b':
-			p := bigPayloadOf(r.Size)
+			p := child.Payload(r.Size)
 			binary.BigEndian.PutUint32(f[:4], uint32(r.Size))
 			check(bw.Flush())
 			for range r.N {

@@ -9,6 +9,8 @@ import (
 	"runtime"
 	"slices"
 	"time"
+
+	"github.com/isolated-workers/worker/bench/internal/child"
 )
 
 // Sample is one subject's figures for one round.
@@ -93,7 +95,7 @@ func measureRound(s Subject, cfg Config) (Sample, error) {
 		}
 	}()
 
-	payload := bigPayloadOf(cfg.BigSize)
+	payload := child.Payload(cfg.BigSize)
 	if err := want(1000)(c.Ints(ctx, 1000, inOrder())); err != nil {
 		return smp, fmt.Errorf("warm-up, ints: %w", err)
 	}
@@ -189,7 +191,7 @@ func slowConsumer(ctx context.Context, c Conn, cfg Config, sleep time.Duration) 
 	heap()
 	base := heap() // twice: sync.Pool victims go in the second collection
 	every := max(1, cfg.MemItems/40)
-	check := sameAs(bigPayloadOf(cfg.BigSize))
+	check := sameAs(child.Payload(cfg.BigSize))
 	limit := float64(cfg.MemCapMiB << 20)
 	i := 0
 	t := time.Now()

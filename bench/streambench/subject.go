@@ -5,19 +5,18 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
+
+	"github.com/isolated-workers/worker/bench/internal/child"
 )
 
 // Req is a stream's request, the same for every subject: N items, each an
 // int64 (Size 0: the items are 0, 1, ..., N-1) or Size bytes (the same
-// pseudo-random bytes, bigPayloadOf(Size), every time).
+// pseudo-random bytes, child.Payload(Size), every time).
 type Req struct {
 	N    int `json:"n" cbor:"n"`
 	Size int `json:"size" cbor:"size"`
@@ -153,94 +152,19 @@ func fatal(err error) {
 	os.Exit(3)
 }
 
-var bigPayloadCache sync.Map
-
-// bigPayloadOf returns the same pseudo-random bytes for every subject, in
-// the host and in the children.
-func bigPayloadOf(n int) []byte {
-	if v, ok := bigPayloadCache.Load(n); ok {
-		return v.([]byte)
-	}
-	r := rand.New(rand.NewPCG(1, 2))
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
-	bigPayloadCache.Store(n, b)
-	return b
-}
-
-// listeningChild is the spawn path of the hand-made children (raw,
-// ttrpc): a private directory, the child started with a socket path in
-// it, one byte on its stdout once it listens, then a dial.
-type listeningChild struct {
-	cmd  *exec.Cmd
-	dir  string
-	Conn net.Conn
-}
+// The hand-made subjects' children (see child.Start).
+type listeningChild = child.Listening
 
 func startListeningChild(role string) (*listeningChild, error) {
-	dir, err := os.MkdirTemp("", "sb")
-	if err != nil {
-		return nil, err
-	}
-	sock := filepath.Join(dir, "s")
-	cmd := childCmd(role, envSock+"="+sock)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	fail := func(err error) (*listeningChild, error) {
-		cmd.Process.Kill()
-		cmd.Wait()
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	var b [1]byte
-	if _, err := out.Read(b[:]); err != nil {
-		return fail(fmt.Errorf("%s child did not get ready: %w", role, err))
-	}
-	conn, err := net.Dial("unix", sock)
-	if err != nil {
-		return fail(err)
-	}
-	return &listeningChild{cmd: cmd, dir: dir, Conn: conn}, nil
+	return child.Start(childCmd(role), envSock, role)
 }
 
-// Close closes the connection (the child exits when it ends), reaps the
-// child and removes the directory.
-func (c *listeningChild) Close() error {
-	err := c.Conn.Close()
-	if errors.Is(err, net.ErrClosed) { // already closed by the peer library
-		err = nil
-	}
-	if werr := c.cmd.Wait(); err == nil {
-		err = werr
-	}
-	os.RemoveAll(c.dir)
-	return err
-}
-
-// childListen is the child's half of listeningChild: listen on
-// $STREAMBENCH_SOCK, say so, accept exactly one connection.
+// childListen is the child's half of startListeningChild.
 func childListen() net.Conn {
-	l, err := net.Listen("unix", os.Getenv(envSock))
+	conn, err := child.Listen(envSock)
 	if err != nil {
 		fatal(err)
 	}
-	if _, err := os.Stdout.Write([]byte{'R'}); err != nil {
-		fatal(err)
-	}
-	conn, err := l.Accept()
-	if err != nil {
-		fatal(err)
-	}
-	l.Close() // also unlinks the socket file
 	return conn
 }
 
