@@ -9,11 +9,10 @@ package main
 
 import (
 	"context"
-	"net"
 	"os"
-	"sync"
 
 	"github.com/containerd/ttrpc"
+	"github.com/isolated-workers/worker/bench/internal/child"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -51,40 +50,6 @@ func (c *ttrpcClient) Close() error {
 	return c.lc.Close()
 }
 
-// oneConnListener hands ttrpc's Serve loop the one accepted connection,
-// wrapped so that the first read error (EOF when the parent closes) ends
-// the process, then blocks.
-type oneConnListener struct {
-	conn net.Conn
-	once sync.Once
-	done chan struct{}
-}
-
-func (l *oneConnListener) Accept() (net.Conn, error) {
-	var c net.Conn
-	l.once.Do(func() { c = &exitOnEOFConn{Conn: l.conn, done: l.done} })
-	if c != nil {
-		return c, nil
-	}
-	select {} // never another connection; the process exits via done
-}
-func (l *oneConnListener) Close() error   { return nil }
-func (l *oneConnListener) Addr() net.Addr { return l.conn.LocalAddr() }
-
-type exitOnEOFConn struct {
-	net.Conn
-	done chan struct{}
-	once sync.Once
-}
-
-func (c *exitOnEOFConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if err != nil {
-		c.once.Do(func() { close(c.done) })
-	}
-	return n, err
-}
-
 func ttrpcChild() {
 	s, err := ttrpc.NewServer()
 	if err != nil {
@@ -108,7 +73,7 @@ func ttrpcChild() {
 		},
 	})
 	done := make(chan struct{})
-	go s.Serve(context.Background(), &oneConnListener{conn: childListen(), done: done})
+	go s.Serve(context.Background(), child.OneConn(childListen(), done))
 	<-done
 	os.Exit(0)
 }

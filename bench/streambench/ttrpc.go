@@ -19,11 +19,10 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"os"
-	"sync"
 
 	"github.com/containerd/ttrpc"
+	"github.com/isolated-workers/worker/bench/internal/child"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -111,41 +110,7 @@ func ttrpcChild() {
 		"Bytes": ttrpcStream(sendBytes),
 	}})
 	done := make(chan struct{})
-	go s.Serve(context.Background(), &oneConnListener{conn: childListen(), done: done})
+	go s.Serve(context.Background(), child.OneConn(childListen(), done))
 	<-done
 	os.Exit(0)
-}
-
-// oneConnListener hands ttrpc's Serve loop the one accepted connection,
-// wrapped so that its first read error (EOF when the host closes) ends
-// the process, then blocks.
-type oneConnListener struct {
-	conn net.Conn
-	once sync.Once
-	done chan struct{}
-}
-
-func (l *oneConnListener) Accept() (net.Conn, error) {
-	var c net.Conn
-	l.once.Do(func() { c = &exitOnEOFConn{Conn: l.conn, done: l.done} })
-	if c != nil {
-		return c, nil
-	}
-	select {} // never another connection; the process exits via done
-}
-func (l *oneConnListener) Close() error   { return nil }
-func (l *oneConnListener) Addr() net.Addr { return l.conn.LocalAddr() }
-
-type exitOnEOFConn struct {
-	net.Conn
-	done chan struct{}
-	once sync.Once
-}
-
-func (c *exitOnEOFConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if err != nil {
-		c.once.Do(func() { close(c.done) })
-	}
-	return n, err
 }

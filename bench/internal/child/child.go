@@ -103,3 +103,41 @@ func Payload(n int) []byte {
 	payloads.Store(n, b)
 	return b
 }
+
+// OneConn is a net.Listener for a server's Serve loop (ttrpc's) that
+// hands it conn, then blocks: conn's first read error (EOF when the host
+// closes) closes done, on which the child exits.
+func OneConn(conn net.Conn, done chan struct{}) net.Listener {
+	return &oneConnListener{conn: conn, done: done}
+}
+
+type oneConnListener struct {
+	conn net.Conn
+	once sync.Once
+	done chan struct{}
+}
+
+func (l *oneConnListener) Accept() (net.Conn, error) {
+	var c net.Conn
+	l.once.Do(func() { c = &exitOnEOFConn{Conn: l.conn, done: l.done} })
+	if c != nil {
+		return c, nil
+	}
+	select {} // never another connection; the process exits via done
+}
+func (l *oneConnListener) Close() error   { return nil }
+func (l *oneConnListener) Addr() net.Addr { return l.conn.LocalAddr() }
+
+type exitOnEOFConn struct {
+	net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func (c *exitOnEOFConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil {
+		c.once.Do(func() { close(c.done) })
+	}
+	return n, err
+}
