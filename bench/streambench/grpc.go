@@ -16,8 +16,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"io"
 	"os"
 
 	"github.com/hashicorp/go-hclog"
@@ -165,18 +163,7 @@ func (c *grpcConn) Ints(ctx context.Context, n int, each func(int64) error) (int
 	if err != nil {
 		return 0, err
 	}
-	for got := 0; ; got++ {
-		m := new(wrapperspb.Int64Value)
-		if err := cs.RecvMsg(m); err != nil {
-			if errors.Is(err, io.EOF) {
-				return got, nil
-			}
-			return got, err
-		}
-		if err := each(m.GetValue()); err != nil {
-			return got, err
-		}
-	}
+	return recvAll(cs.RecvMsg, (*wrapperspb.Int64Value).GetValue, each)
 }
 
 func (c *grpcConn) Bytes(ctx context.Context, n, size int, each func([]byte) error) (int, error) {
@@ -186,18 +173,7 @@ func (c *grpcConn) Bytes(ctx context.Context, n, size int, each func([]byte) err
 	if err != nil {
 		return 0, err
 	}
-	for got := 0; ; got++ {
-		m := new(wrapperspb.BytesValue)
-		if err := cs.RecvMsg(m); err != nil {
-			if errors.Is(err, io.EOF) {
-				return got, nil
-			}
-			return got, err
-		}
-		if err := each(m.GetValue()); err != nil {
-			return got, err
-		}
-	}
+	return recvAll(cs.RecvMsg, (*wrapperspb.BytesValue).GetValue, each)
 }
 
 func (c *grpcConn) Close() error { c.pc.Kill(); return nil }

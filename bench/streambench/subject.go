@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -170,3 +171,21 @@ func childListen() net.Conn {
 
 // errStopped marks a stream that the consumer ended early.
 var errStopped = errors.New("stopped by the consumer")
+
+// recvAll receives messages of type M with recv until io.EOF, handing
+// each one's value to each: the receive loop of the gRPC and ttrpc
+// subjects, a new message per item as a generated client's Recv makes.
+func recvAll[M, V any](recv func(any) error, value func(*M) V, each func(V) error) (int, error) {
+	for got := 0; ; got++ {
+		m := new(M)
+		if err := recv(m); err != nil {
+			if errors.Is(err, io.EOF) {
+				return got, nil
+			}
+			return got, err
+		}
+		if err := each(value(m)); err != nil {
+			return got, err
+		}
+	}
+}

@@ -17,8 +17,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"io"
 	"os"
 
 	"github.com/containerd/ttrpc"
@@ -48,18 +46,7 @@ func (c *ttrpcConn) Ints(ctx context.Context, n int, each func(int64) error) (in
 	if err != nil {
 		return 0, err
 	}
-	for got := 0; ; got++ {
-		m := new(wrapperspb.Int64Value)
-		if err := cs.RecvMsg(m); err != nil {
-			if errors.Is(err, io.EOF) {
-				return got, nil
-			}
-			return got, err
-		}
-		if err := each(m.GetValue()); err != nil {
-			return got, err
-		}
-	}
+	return recvAll(cs.RecvMsg, (*wrapperspb.Int64Value).GetValue, each)
 }
 
 func (c *ttrpcConn) Bytes(ctx context.Context, n, size int, each func([]byte) error) (int, error) {
@@ -69,18 +56,7 @@ func (c *ttrpcConn) Bytes(ctx context.Context, n, size int, each func([]byte) er
 	if err != nil {
 		return 0, err
 	}
-	for got := 0; ; got++ {
-		m := new(wrapperspb.BytesValue)
-		if err := cs.RecvMsg(m); err != nil {
-			if errors.Is(err, io.EOF) {
-				return got, nil
-			}
-			return got, err
-		}
-		if err := each(m.GetValue()); err != nil {
-			return got, err
-		}
-	}
+	return recvAll(cs.RecvMsg, (*wrapperspb.BytesValue).GetValue, each)
 }
 
 func (c *ttrpcConn) Close() error {
