@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/isolated-workers/worker"
+	"github.com/isolated-workers/worker/bench/internal/benchfmt"
 )
 
 // The messages. PingReq/PingRes are the trivial task (the same small
@@ -112,7 +113,7 @@ func calibrateSpin(target time.Duration) int {
 		}
 		ts = append(ts, float64(time.Since(t)))
 	}
-	return max(1, int(float64(iters)*float64(target)/medianF(ts)))
+	return max(1, int(float64(iters)*float64(target)/benchfmt.Median(ts)))
 }
 
 // inprocPool is the dispatch floor: callers hand the task to a pool of

@@ -127,7 +127,7 @@ func report(w io.Writer, subs []Subject, all [][]Sample, cfg Config, env *roundE
 			for _, s := range all[single] {
 				sp = append(sp, float64(s.Spawn))
 			}
-			fmt.Fprintf(w, "\nStarting one member (worker.Spawn until its first reply, from the worker.Worker subject): %s (median).\n", benchfmt.Dur(medianF(sp)))
+			fmt.Fprintf(w, "\nStarting one member (worker.Spawn until its first reply, from the worker.Worker subject): %s (median).\n", benchfmt.Dur(benchfmt.Median(sp)))
 		}
 	}
 	fmt.Fprintf(w, "\n### Spread across rounds (min – max)\n")
@@ -180,15 +180,7 @@ func writeTable(w io.Writer, subs []Subject, rows []int, t table, all [][]Sample
 		}
 		fmt.Fprintf(w, "| %s |", name)
 		for _, c := range t.cols {
-			v := series(c, i, len(all[i]))
-			switch {
-			case len(v) == 0:
-				fmt.Fprintf(w, " n/a |")
-			case spread:
-				fmt.Fprintf(w, " %s – %s |", c.fmt(slices.Min(v)), c.fmt(slices.Max(v)))
-			default:
-				fmt.Fprintf(w, " %s |", c.fmt(medianF(v)))
-			}
+			fmt.Fprintf(w, " %s |", benchfmt.Cell(series(c, i, len(all[i])), spread, c.fmt))
 		}
 		fmt.Fprintln(w)
 	}
@@ -206,7 +198,7 @@ func goals(w io.Writer, subs []Subject, all [][]Sample, tables []table, idx func
 		if len(v) == 0 {
 			return 0, false
 		}
-		return medianF(v), true
+		return benchfmt.Median(v), true
 	}
 	var lines []string
 	check := func(what string, v float64, ok bool, goal float64, higher bool, unit string) {

@@ -157,15 +157,7 @@ func writeTable(w io.Writer, subs []Subject, t table, all [][]Sample, spread boo
 	for i, s := range subs {
 		fmt.Fprintf(w, "| %s |", s.Name)
 		for _, c := range t.cols {
-			v := series(c, i, len(all[i]))
-			switch {
-			case len(v) == 0:
-				fmt.Fprintf(w, " n/a |")
-			case spread:
-				fmt.Fprintf(w, " %s – %s |", c.fmt(slices.Min(v)), c.fmt(slices.Max(v)))
-			default:
-				fmt.Fprintf(w, " %s |", c.fmt(medianF(v)))
-			}
+			fmt.Fprintf(w, " %s |", benchfmt.Cell(series(c, i, len(all[i])), spread, c.fmt))
 		}
 		if t.outcome != nil && !spread {
 			fmt.Fprintf(w, " %s |", t.outcome(i))
@@ -182,7 +174,7 @@ func goals(w io.Writer, subs []Subject, all [][]Sample, tables []table, idx func
 		if len(v) == 0 {
 			return 0, false
 		}
-		return medianF(v), true
+		return benchfmt.Median(v), true
 	}
 	var lines []string
 	for _, id := range []string{"worker-json", "worker-binary"} {

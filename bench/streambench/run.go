@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"runtime"
-	"slices"
 	"time"
 
 	"github.com/isolated-workers/worker/bench/internal/child"
@@ -235,16 +234,4 @@ func slowConsumer(ctx context.Context, c Conn, cfg Config, sleep time.Duration) 
 		return m, fmt.Errorf("%d items came, not %d", got, cfg.MemItems)
 	}
 	return m, nil
-}
-
-func medianF(v []float64) float64 {
-	if len(v) == 0 {
-		return nan()
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }

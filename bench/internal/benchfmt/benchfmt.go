@@ -4,7 +4,9 @@ package benchfmt
 
 import (
 	"fmt"
+	"math"
 	"os"
+	"slices"
 	"strings"
 	"time"
 )
@@ -61,4 +63,29 @@ func CPUModel() string {
 		}
 	}
 	return "unknown"
+}
+
+// Median returns the median of v, NaN when v is empty.
+func Median(v []float64) float64 {
+	if len(v) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// Cell is a table cell of v, a figure's values across rounds, formatted
+// by f: their median, or with spread their min – max; n/a without any.
+func Cell(v []float64, spread bool, f func(float64) string) string {
+	switch {
+	case len(v) == 0:
+		return "n/a"
+	case spread:
+		return f(slices.Min(v)) + " – " + f(slices.Max(v))
+	}
+	return f(Median(v))
 }
